@@ -1,0 +1,152 @@
+//! Stable wire codes, in one place.
+//!
+//! Two tiers, as in centrifuge: a [`ReplyError`] answers one command and keeps the
+//! connection; a [`CloseReason`] ends the connection with a WebSocket close code. The
+//! strings and numbers here are part of the protocol (docs/PROTOCOL.md): never renumber.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+/// The `code` of an `error` reply. The connection stays open after any of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed JSON, unknown `type`, missing or mistyped field, non-UTF-8 binary frame.
+    BadRequest,
+    /// The command needs a `join` first.
+    NotJoined,
+    /// A session joins once; a second `join` is refused.
+    AlreadyJoined,
+    /// A user name breaks the naming rules.
+    InvalidName,
+    /// A group name breaks the naming rules.
+    InvalidGroup,
+    /// The target user is not online, or the stock symbol is unknown.
+    NotFound,
+    /// The message exceeded the size limit (sent just before a 1009 close).
+    TooLarge,
+    /// The group is read-only for clients (the ticker's `stock` groups).
+    Forbidden,
+    /// The session is already in as many groups as the hub allows.
+    TooManyGroups,
+    /// The hub could not do what was asked for a reason of its own.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire string, as it appears in `{"type":"error","code":...}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidGroup => "invalid_group",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyGroups => "too_many_groups",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answered to one command: the wire code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ReplyError {
+    /// Machine-readable, stable.
+    pub code: ErrorCode,
+    /// Human-readable; may change between versions.
+    pub message: Cow<'static, str>,
+}
+
+impl ReplyError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        ReplyError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the hub ends a connection; each maps to one WebSocket close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 1000: the client asked to close.
+    Normal,
+    /// 1001: the hub is shutting down; reconnect (elsewhere).
+    Shutdown,
+    /// 1002: the client broke the WebSocket protocol (e.g. bad fragmentation).
+    Protocol,
+    /// 1007: a text message was not valid UTF-8.
+    InvalidData,
+    /// 1008: heartbeat timeout or another policy breach.
+    HeartbeatTimeout,
+    /// 1008: the client fell too far behind; its queued bytes passed the bound.
+    SlowConsumer,
+    /// 1009: a frame or reassembled message exceeded the size limit.
+    TooBig,
+    /// 1011: the hub failed internally.
+    Internal,
+}
+
+impl CloseReason {
+    /// The close code sent in the Close frame.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Normal => 1000,
+            CloseReason::Shutdown => 1001,
+            CloseReason::Protocol => 1002,
+            CloseReason::InvalidData => 1007,
+            CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer => 1008,
+            CloseReason::TooBig => 1009,
+            CloseReason::Internal => 1011,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn description(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "bye",
+            CloseReason::Shutdown => "hub shutting down",
+            CloseReason::Protocol => "protocol error",
+            CloseReason::InvalidData => "invalid utf-8",
+            CloseReason::HeartbeatTimeout => "heartbeat timeout",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::TooBig => "message too big",
+            CloseReason::Internal => "internal error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_strings_match_serde() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::NotJoined,
+            ErrorCode::AlreadyJoined,
+            ErrorCode::InvalidName,
+            ErrorCode::InvalidGroup,
+            ErrorCode::NotFound,
+            ErrorCode::TooLarge,
+            ErrorCode::Forbidden,
+            ErrorCode::TooManyGroups,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! wxhub: a realtime WebSocket hub for WeChat mini-programs and the web.
+//!
+//! # Layout
+//! - [`config`]: the CLI and `WXHUB_*` environment settings, with their defaults.
+//! - [`protocol`]: protocol v1 on the wire: commands, events, naming rules (no actix).
+//! - [`error`]: stable reply error codes and WebSocket close reasons.
+//! - [`outbox`]: the bounded queue of shared frames between the hub and a session.
+//! - [`pool`]: the hub's state (sessions, users, groups) as a plain struct.
+//! - [`hub`]: the `Hub` actor and its messages: joins, direct, broadcast, group routing.
+//! - [`session`]: the `Session` actor, one per WebSocket; the only code touching a socket.
+//! - [`market`]: the simulated market (seeded random walk per symbol).
+//! - [`ticker`]: the `Ticker` actor that feeds the stock groups.
+//! - [`server`]: routes and wiring; `server::run(listener, config)` serves.
+
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod market;
+pub mod outbox;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod ticker;
+
+pub use config::Config;

@@ -1,0 +1,318 @@
+//! The simulated market behind the ticker: a seeded random walk per symbol.
+//!
+//! Each tick, every price takes one step of geometric Brownian motion with the symbol's
+//! own drift and volatility (volatility per tick is set so that a tick feels like a minute
+//! of trading: lively on a chart, never a 50% jump), is rounded to cents, kept at or above
+//! 0.01 and within the daily limit (+-10% of the open, as on A-share markets). With a seed
+//! the sequence of prices is the same on every run. Pure: no actors, no clock.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::protocol::Quote;
+
+/// A listed symbol, as given on the command line: `CODE:NAME:OPEN`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Symbol {
+    pub code: Arc<str>,
+    pub name: Arc<str>,
+    pub open: f64,
+}
+
+impl FromStr for Symbol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(code), Some(name), Some(open)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("expected CODE:NAME:OPEN, got {s:?}"));
+        };
+        let open: f64 = open
+            .trim()
+            .parse()
+            .map_err(|_| format!("opening price of {code} is not a number: {open:?}"))?;
+        if !(0.01..=1_000_000.0).contains(&open) {
+            return Err(format!("opening price of {code} must be in 0.01..=1000000"));
+        }
+        let code = code.trim();
+        if code.is_empty()
+            || !crate::protocol::valid_group(&format!("stock.{code}"))
+            || code.contains('.')
+        {
+            return Err(format!(
+                "symbol code {code:?} must be 1 to 58 of A-Z a-z 0-9 _ : -"
+            ));
+        }
+        Ok(Symbol {
+            code: Arc::from(code),
+            name: Arc::from(name.trim()),
+            open: round2(open),
+        })
+    }
+}
+
+/// The six symbols a fresh hub lists.
+pub fn default_symbols() -> Vec<Symbol> {
+    [
+        ("600519", "贵州茅台", 1688.00),
+        ("000001", "平安银行", 11.52),
+        ("300750", "宁德时代", 198.60),
+        ("601318", "中国平安", 45.30),
+        ("000858", "五粮液", 142.75),
+        ("002594", "比亚迪", 251.40),
+    ]
+    .into_iter()
+    .map(|(code, name, open)| Symbol {
+        code: Arc::from(code),
+        name: Arc::from(name),
+        open,
+    })
+    .collect()
+}
+
+/// Rounds to cents.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// How the market moves.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub symbols: Vec<Symbol>,
+    /// Seeds the random walk; `None` seeds from the OS.
+    pub seed: Option<u64>,
+    /// Quotes kept per symbol for `history`.
+    pub history: usize,
+    /// Largest move from the open, as a fraction (0.10 = +-10%); `None` for no limit.
+    pub daily_limit: Option<f64>,
+}
+
+struct Walk {
+    /// Unrounded price, so rounding to cents does not bias the walk.
+    exact: f64,
+    /// Log-drift per tick.
+    drift: f64,
+    /// Standard deviation of the log-return per tick.
+    vol: f64,
+    history: VecDeque<Quote>,
+}
+
+/// The market: one walk per symbol, in the configured order.
+pub struct Model {
+    rng: StdRng,
+    quotes: Vec<Quote>,
+    walks: Vec<Walk>,
+    history: usize,
+    daily_limit: Option<f64>,
+}
+
+impl Model {
+    pub fn new(config: &ModelConfig, ts: u64) -> Self {
+        let mut rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+        let history = config.history.max(1);
+        let mut quotes = Vec::with_capacity(config.symbols.len());
+        let mut walks = Vec::with_capacity(config.symbols.len());
+        for s in &config.symbols {
+            let quote = Quote {
+                symbol: s.code.clone(),
+                name: s.name.clone(),
+                open: s.open,
+                price: s.open,
+                change: 0.0,
+                change_pct: 0.0,
+                high: s.open,
+                low: s.open,
+                volume: 0,
+                turnover: 0.0,
+                ts,
+            };
+            let mut ring = VecDeque::with_capacity(history);
+            ring.push_back(quote.clone());
+            walks.push(Walk {
+                exact: s.open,
+                drift: rng.gen_range(-0.0002..0.0002),
+                vol: rng.gen_range(0.0008..0.0025),
+                history: ring,
+            });
+            quotes.push(quote);
+        }
+        Model {
+            rng,
+            quotes,
+            walks,
+            history,
+            daily_limit: config.daily_limit,
+        }
+    }
+
+    /// The latest quote of every symbol.
+    pub fn quotes(&self) -> &[Quote] {
+        &self.quotes
+    }
+
+    /// Index of a symbol by code.
+    pub fn position(&self, code: &str) -> Option<usize> {
+        self.quotes.iter().position(|q| &*q.symbol == code)
+    }
+
+    /// Up to `limit` most recent quotes of a symbol, oldest first.
+    pub fn history(&self, index: usize, limit: usize) -> impl Iterator<Item = &Quote> {
+        let ring = &self.walks[index].history;
+        ring.iter().skip(ring.len().saturating_sub(limit))
+    }
+
+    /// Advances every symbol one tick.
+    pub fn step(&mut self, ts: u64) {
+        for (q, w) in self.quotes.iter_mut().zip(self.walks.iter_mut()) {
+            let z = standard_normal(&mut self.rng);
+            let r = w.drift - w.vol * w.vol / 2.0 + w.vol * z;
+            let mut next = w.exact * r.exp();
+            if let Some(limit) = self.daily_limit {
+                next = next.clamp(q.open * (1.0 - limit), q.open * (1.0 + limit));
+            }
+            w.exact = next.max(0.01);
+            let price = round2(w.exact).max(0.01);
+            let volume = self.rng.gen_range(1..=500u64) * 100;
+            q.price = price;
+            q.change = round2(price - q.open);
+            q.change_pct = round2((price - q.open) / q.open * 100.0);
+            q.high = q.high.max(price);
+            q.low = q.low.min(price);
+            q.volume = volume;
+            q.turnover = round2(q.turnover + price * volume as f64);
+            q.ts = ts;
+            if w.history.len() == self.history {
+                w.history.pop_front();
+            }
+            w.history.push_back(q.clone());
+        }
+    }
+
+    /// The classic feed's six numbers: each of the first six symbols (cycling if there
+    /// are fewer) placed within its +-10% band around the open, as a value in
+    /// [0.01, 1.00] with two decimals: 0.50 is the open, 1.00 the upper limit.
+    pub fn classic_six(&self) -> [f64; 6] {
+        let mut out = [0.5; 6];
+        if self.quotes.is_empty() {
+            return out;
+        }
+        for (i, v) in out.iter_mut().enumerate() {
+            let q = &self.quotes[i % self.quotes.len()];
+            let band = (q.price / q.open - 0.9) / 0.2;
+            *v = round2(band.clamp(0.01, 1.0));
+        }
+        out
+    }
+}
+
+/// Box-Muller; avoids pulling in rand_distr for one distribution.
+fn standard_normal(rng: &mut StdRng) -> f64 {
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(seed: u64) -> ModelConfig {
+        ModelConfig {
+            symbols: default_symbols(),
+            seed: Some(seed),
+            history: 300,
+            daily_limit: Some(0.10),
+        }
+    }
+
+    fn prices(model: &Model) -> Vec<f64> {
+        model.quotes().iter().map(|q| q.price).collect()
+    }
+
+    #[test]
+    fn same_seed_same_prices() {
+        let (mut a, mut b, mut c) = (
+            Model::new(&config(7), 0),
+            Model::new(&config(7), 99),
+            Model::new(&config(8), 0),
+        );
+        let mut differs = false;
+        for t in 0..200 {
+            a.step(t);
+            b.step(t + 5);
+            c.step(t);
+            assert_eq!(prices(&a), prices(&b));
+            differs |= prices(&a) != prices(&c);
+        }
+        assert!(differs, "a different seed should give a different walk");
+    }
+
+    #[test]
+    fn looks_like_a_market() {
+        let mut m = Model::new(&config(1), 0);
+        let mut moved = false;
+        for t in 0..5000 {
+            let before = prices(&m);
+            m.step(t);
+            for (q, p) in m.quotes().iter().zip(before) {
+                assert!(q.price >= 0.01);
+                assert!(
+                    (q.price / p - 1.0).abs() < 0.05,
+                    "{} jumped {p} -> {}",
+                    q.symbol,
+                    q.price
+                );
+                assert!(
+                    q.price <= round2(q.open * 1.1) + 0.01
+                        && q.price >= round2(q.open * 0.9) - 0.01
+                );
+                assert_eq!(q.price, round2(q.price));
+                assert!(q.low <= q.price && q.price <= q.high);
+                assert!(q.volume >= 100 && q.volume % 100 == 0);
+                moved |= q.price != q.open;
+            }
+        }
+        assert!(moved);
+        let six = m.classic_six();
+        assert!(six
+            .iter()
+            .all(|v| (0.01..=1.0).contains(v) && *v == round2(*v)));
+    }
+
+    #[test]
+    fn history_is_bounded_and_ordered() {
+        let mut m = Model::new(
+            &ModelConfig {
+                history: 5,
+                ..config(3)
+            },
+            0,
+        );
+        assert_eq!(m.history(0, 100).count(), 1);
+        for t in 1..=20 {
+            m.step(t);
+        }
+        let ts: Vec<u64> = m.history(0, 100).map(|q| q.ts).collect();
+        assert_eq!(ts, [16, 17, 18, 19, 20]);
+        let ts: Vec<u64> = m.history(0, 2).map(|q| q.ts).collect();
+        assert_eq!(ts, [19, 20]);
+    }
+
+    #[test]
+    fn parses_symbols() {
+        let s: Symbol = "AAPL:Apple:189.5".parse().unwrap();
+        assert_eq!((&*s.code, &*s.name, s.open), ("AAPL", "Apple", 189.5));
+        assert!("AAPL:Apple".parse::<Symbol>().is_err());
+        assert!("AAPL:Apple:x".parse::<Symbol>().is_err());
+        assert!("AA PL:Apple:1".parse::<Symbol>().is_err());
+        assert!("A.B:Apple:1".parse::<Symbol>().is_err());
+        assert!("AAPL:Apple:0".parse::<Symbol>().is_err());
+    }
+}

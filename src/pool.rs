@@ -1,0 +1,365 @@
+//! The hub's state as a plain struct: sessions, the user pool and the groups.
+//!
+//! Synchronous methods that change membership and say what changed, so the rules can be
+//! tested without actors; the [`crate::hub::Hub`] actor wraps it, encodes events and
+//! delivers them. Every map entry is removed when its last member goes: a pool that has
+//! seen a million sessions come and go holds nothing for them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{ErrorCode, ReplyError};
+use crate::outbox::Outbox;
+use crate::protocol::{is_stock_group, valid_group, valid_name, PresenceChange};
+
+/// Identifies one WebSocket connection for its whole life; never reused.
+pub type SessionId = u64;
+
+/// One live session.
+pub struct Entry {
+    /// Where the hub puts this session's frames.
+    pub outbox: Arc<Outbox>,
+    /// The user it joined as; `None` until `join`.
+    pub name: Option<Arc<str>>,
+    /// Groups it belongs to, so a disconnect can leave them without scanning all groups.
+    groups: Vec<Arc<str>>,
+}
+
+/// One group: its member sessions, and how many sessions each user has in it.
+#[derive(Default)]
+pub struct Group {
+    /// Member sessions and whether each asked for presence events.
+    members: HashMap<SessionId, Member>,
+    /// Sessions per user in this group: presence fires on 0 -> 1 and 1 -> 0.
+    users: HashMap<Arc<str>, u32>,
+    /// Members that never joined (stock subscribers); each counts as one member.
+    anonymous: usize,
+}
+
+struct Member {
+    outbox: Arc<Outbox>,
+    presence: bool,
+}
+
+impl Group {
+    /// Members in the protocol's sense: distinct users, plus each anonymous session.
+    pub fn member_count(&self) -> usize {
+        self.users.len() + self.anonymous
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Every member session's outbox.
+    pub fn outboxes(&self) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
+        self.members.iter().map(|(id, m)| (*id, &m.outbox))
+    }
+
+    /// The outboxes of members that asked for presence events.
+    pub fn watchers(&self) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.presence)
+            .map(|(id, m)| (*id, &m.outbox))
+    }
+
+    /// Names of the users in the group, sorted.
+    pub fn user_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.users.keys().map(|n| &**n).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// What a membership change did to a group, for presence and ticker demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    pub group: Arc<str>,
+    /// `Join` when the user's first session entered, `Leave` when its last one left.
+    pub presence: Option<(PresenceChange, Arc<str>)>,
+    /// Sessions in the group after the change.
+    pub sessions: usize,
+}
+
+/// Sessions, users and groups.
+pub struct Pool {
+    sessions: HashMap<SessionId, Entry>,
+    users: HashMap<Arc<str>, Vec<SessionId>>,
+    groups: HashMap<Arc<str>, Group>,
+    /// Most groups one session may be in.
+    max_groups: usize,
+}
+
+impl Pool {
+    pub fn new(max_groups: usize) -> Self {
+        Pool {
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            max_groups,
+        }
+    }
+
+    pub fn connect(&mut self, id: SessionId, outbox: Arc<Outbox>) {
+        self.sessions.insert(
+            id,
+            Entry {
+                outbox,
+                name: None,
+                groups: Vec::new(),
+            },
+        );
+    }
+
+    /// Removes a session from everything; returns what that did to each of its groups.
+    pub fn disconnect(&mut self, id: SessionId) -> Vec<GroupChange> {
+        let Some(entry) = self.sessions.remove(&id) else {
+            return Vec::new();
+        };
+        let changes = entry
+            .groups
+            .iter()
+            .filter_map(|g| self.leave_group(id, entry.name.as_ref(), g))
+            .collect();
+        if let Some(name) = &entry.name {
+            if let Some(ids) = self.users.get_mut(name) {
+                ids.retain(|s| *s != id);
+                if ids.is_empty() {
+                    self.users.remove(name);
+                }
+            }
+        }
+        changes
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<&Entry> {
+        self.sessions.get(&id)
+    }
+
+    /// The name a session joined as, or `not_joined`.
+    pub fn joined_name(&self, id: SessionId) -> Result<Arc<str>, ReplyError> {
+        self.sessions
+            .get(&id)
+            .and_then(|e| e.name.clone())
+            .ok_or_else(|| ReplyError::new(ErrorCode::NotJoined, "send join first"))
+    }
+
+    /// Names the session as a user (one of possibly several sessions of that user).
+    pub fn join(&mut self, id: SessionId, name: &str) -> Result<Arc<str>, ReplyError> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| ReplyError::new(ErrorCode::Internal, "unknown session"))?;
+        if entry.name.is_some() {
+            return Err(ReplyError::new(
+                ErrorCode::AlreadyJoined,
+                "this session has joined already",
+            ));
+        }
+        if !valid_name(name) {
+            return Err(ReplyError::new(
+                ErrorCode::InvalidName,
+                "a name has 1 to 64 characters, no control characters and no leading or trailing space",
+            ));
+        }
+        let (name, ids) = match self.users.get_key_value(name) {
+            Some((key, _)) => {
+                let key = key.clone();
+                let ids = self.users.get_mut(&key).map(|ids| {
+                    ids.push(id);
+                    ids.len()
+                });
+                (key, ids.unwrap_or(1))
+            }
+            None => {
+                let key: Arc<str> = Arc::from(name);
+                self.users.insert(key.clone(), vec![id]);
+                (key, 1)
+            }
+        };
+        log::debug!("session {id} joined as {name} ({ids} sessions)");
+        entry.name = Some(name.clone());
+        // A stock subscriber that joins later stops counting as anonymous in its groups.
+        for g in &entry.groups {
+            if let Some(group) = self.groups.get_mut(g) {
+                group.anonymous -= 1;
+                *group.users.entry(name.clone()).or_insert(0) += 1;
+            }
+        }
+        Ok(name)
+    }
+
+    /// Adds a session to a group (idempotent; a repeat updates the presence flag).
+    /// Returns the change and the group's member count. Stock groups take sessions that
+    /// have not joined; every other group needs a joined session.
+    pub fn subscribe(
+        &mut self,
+        id: SessionId,
+        group: &str,
+        presence: bool,
+    ) -> Result<(GroupChange, usize), ReplyError> {
+        if !valid_group(group) {
+            return Err(ReplyError::new(
+                ErrorCode::InvalidGroup,
+                "a group has 1 to 64 of A-Z a-z 0-9 _ . : -",
+            ));
+        }
+        self.add_member(id, group, presence, !is_stock_group(group))
+    }
+
+    /// Adds a session to a hub-internal group, whose name clients cannot use.
+    pub fn subscribe_internal(
+        &mut self,
+        id: SessionId,
+        group: &str,
+    ) -> Result<(GroupChange, usize), ReplyError> {
+        self.add_member(id, group, false, false)
+    }
+
+    fn add_member(
+        &mut self,
+        id: SessionId,
+        group: &str,
+        presence: bool,
+        needs_join: bool,
+    ) -> Result<(GroupChange, usize), ReplyError> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| ReplyError::new(ErrorCode::Internal, "unknown session"))?;
+        if needs_join && entry.name.is_none() {
+            return Err(ReplyError::new(ErrorCode::NotJoined, "send join first"));
+        }
+        let key = match self.groups.get_key_value(group) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(group),
+        };
+        let g = self.groups.entry(key.clone()).or_default();
+        if let Some(member) = g.members.get_mut(&id) {
+            member.presence = presence;
+            let change = GroupChange {
+                group: key,
+                presence: None,
+                sessions: g.members.len(),
+            };
+            return Ok((change, g.member_count()));
+        }
+        if entry.groups.len() >= self.max_groups {
+            if g.members.is_empty() {
+                self.groups.remove(group);
+            }
+            return Err(ReplyError::new(
+                ErrorCode::TooManyGroups,
+                format!("a session may be in at most {} groups", self.max_groups),
+            ));
+        }
+        g.members.insert(
+            id,
+            Member {
+                outbox: entry.outbox.clone(),
+                presence,
+            },
+        );
+        entry.groups.push(key.clone());
+        let presence = match &entry.name {
+            Some(name) => {
+                let n = g.users.entry(name.clone()).or_insert(0);
+                *n += 1;
+                (*n == 1).then(|| (PresenceChange::Join, name.clone()))
+            }
+            None => {
+                g.anonymous += 1;
+                None
+            }
+        };
+        let change = GroupChange {
+            group: key,
+            presence,
+            sessions: g.members.len(),
+        };
+        Ok((change, g.member_count()))
+    }
+
+    /// Removes a session from a group; `None` if it was not a member.
+    pub fn unsubscribe(&mut self, id: SessionId, group: &str) -> Option<GroupChange> {
+        let entry = self.sessions.get_mut(&id)?;
+        let pos = entry.groups.iter().position(|g| &**g == group)?;
+        entry.groups.swap_remove(pos);
+        let name = entry.name.clone();
+        self.leave_group(id, name.as_ref(), group)
+    }
+
+    fn leave_group(
+        &mut self,
+        id: SessionId,
+        name: Option<&Arc<str>>,
+        group: &str,
+    ) -> Option<GroupChange> {
+        let g = self.groups.get_mut(group)?;
+        g.members.remove(&id)?;
+        let presence = match name {
+            Some(name) => match g.users.get_mut(name) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    None
+                }
+                _ => {
+                    g.users.remove(name);
+                    Some((PresenceChange::Leave, name.clone()))
+                }
+            },
+            None => {
+                g.anonymous -= 1;
+                None
+            }
+        };
+        let sessions = g.members.len();
+        let (key, _) = self.groups.get_key_value(group)?;
+        let key = key.clone();
+        if sessions == 0 {
+            self.groups.remove(group);
+        }
+        Some(GroupChange {
+            group: key,
+            presence,
+            sessions,
+        })
+    }
+
+    pub fn group(&self, group: &str) -> Option<&Group> {
+        self.groups.get(group)
+    }
+
+    /// Every session of a user.
+    pub fn user_outboxes<'a>(
+        &'a self,
+        name: &str,
+    ) -> Option<impl Iterator<Item = (SessionId, &'a Arc<Outbox>)> + 'a> {
+        let ids = self.users.get(name)?;
+        Some(
+            ids.iter()
+                .filter_map(|id| self.sessions.get(id).map(|e| (*id, &e.outbox))),
+        )
+    }
+
+    /// Every joined session.
+    pub fn joined_outboxes(&self) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
+        self.sessions
+            .iter()
+            .filter(|(_, e)| e.name.is_some())
+            .map(|(id, e)| (*id, &e.outbox))
+    }
+
+    /// Names of the online users, sorted.
+    pub fn user_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.users.keys().map(|n| &**n).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Counts, for tests and metrics: (sessions, users, groups).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.sessions.len(), self.users.len(), self.groups.len())
+    }
+}
