@@ -632,3 +632,6 @@ impl Handler<GetStats> for Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

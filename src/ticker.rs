@@ -220,3 +220,15 @@ impl Handler<Advance> for Ticker {
         self.advance();
     }
 }
+
+/// Asks whether the tick timer is running (it runs only while a group is watched).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsRunning;
+
+impl Handler<IsRunning> for Ticker {
+    type Result = bool;
+    fn handle(&mut self, _: IsRunning, _: &mut Context<Self>) -> bool {
+        self.timer.is_some()
+    }
+}

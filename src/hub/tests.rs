@@ -1,0 +1,585 @@
+//! Actor-level tests of the hub: stand-in sessions are bare outboxes whose wake-ups go
+//! to a sink, and each test reads what the hub queued for them. No network.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::market::{default_symbols, ModelConfig};
+use crate::outbox::Wake;
+use crate::ticker::{Advance, IsRunning};
+
+/// Stands in for a session's actor: takes wake-ups and does nothing.
+struct Sink;
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+impl Handler<Wake> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Wake, _: &mut Context<Self>) {}
+}
+
+/// A stand-in session.
+struct Client {
+    id: SessionId,
+    outbox: Arc<Outbox>,
+    hub: Addr<Hub>,
+    /// Events read from the outbox but not yet looked at.
+    unread: std::cell::RefCell<std::collections::VecDeque<Value>>,
+}
+
+impl Client {
+    fn caller(&self, id: Option<i64>) -> Caller {
+        Caller {
+            session: self.id,
+            id: id.map(RequestId::Int),
+        }
+    }
+
+    /// Everything the hub queued for this session so far, decoded.
+    async fn take(&self) -> Vec<Value> {
+        settle(&self.hub).await;
+        let mut unread = self.unread.borrow_mut();
+        unread.extend(
+            self.outbox
+                .drain()
+                .frames
+                .iter()
+                .map(|f| serde_json::from_str::<Value>(f).unwrap()),
+        );
+        unread.drain(..).collect()
+    }
+
+    /// The oldest event not yet looked at; later ones stay unread.
+    async fn next(&self) -> Value {
+        let mut events = self.take().await;
+        assert!(!events.is_empty(), "expected an event");
+        let first = events.remove(0);
+        self.unread.borrow_mut().extend(events);
+        first
+    }
+
+    /// The one event queued for this session.
+    async fn one(&self) -> Value {
+        let mut events = self.take().await;
+        assert_eq!(events.len(), 1, "expected one event, got {events:?}");
+        events.remove(0)
+    }
+
+    async fn join(&self, name: &str) -> Value {
+        self.hub.do_send(Join {
+            caller: self.caller(None),
+            name: name.into(),
+            classic: false,
+        });
+        self.one().await
+    }
+
+    async fn subscribe(&self, group: &str, presence: bool) -> Value {
+        self.hub.do_send(Subscribe {
+            caller: self.caller(None),
+            group: group.into(),
+            presence,
+        });
+        self.next().await
+    }
+
+    fn publish(&self, group: &str, body: Value) {
+        self.hub.do_send(Publish {
+            caller: self.caller(Some(1)),
+            group: group.into(),
+            body,
+        });
+    }
+
+    fn disconnect(&self) {
+        self.hub.do_send(Disconnect { session: self.id });
+    }
+}
+
+/// Waits until the hub has handled everything sent to it so far (its mailbox is FIFO).
+async fn settle(hub: &Addr<Hub>) -> Stats {
+    hub.send(GetStats).await.unwrap()
+}
+
+fn hub_with(max_groups: usize, market: Option<Market>) -> Addr<Hub> {
+    Hub::new(
+        HubConfig { max_groups, market },
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .start()
+}
+
+fn hub() -> Addr<Hub> {
+    hub_with(100, None)
+}
+
+fn market() -> Market {
+    Market {
+        model: ModelConfig {
+            symbols: default_symbols(),
+            seed: Some(1),
+            history: 10,
+            daily_limit: Some(0.1),
+        },
+        // Long enough that only `Advance` moves the market during a test.
+        tick: Duration::from_secs(3600),
+    }
+}
+
+async fn client_with_limit(hub: &Addr<Hub>, id: SessionId, limit: usize) -> Client {
+    let outbox = Arc::new(Outbox::new(
+        Sink.start().recipient(),
+        limit,
+        Arc::new(AtomicUsize::new(0)),
+    ));
+    hub.do_send(Connect {
+        session: id,
+        outbox: outbox.clone(),
+    });
+    Client {
+        id,
+        outbox,
+        hub: hub.clone(),
+        unread: Default::default(),
+    }
+}
+
+async fn client(hub: &Addr<Hub>, id: SessionId) -> Client {
+    client_with_limit(hub, id, 1 << 20).await
+}
+
+fn code(event: &Value) -> &str {
+    assert_eq!(event["type"], "error", "{event}");
+    event["code"].as_str().unwrap()
+}
+
+#[actix::test]
+async fn join_replies_and_refuses_twice_and_bad_names() {
+    let hub = hub();
+    let a = client(&hub, 1).await;
+    hub.do_send(Join {
+        caller: a.caller(Some(5)),
+        name: "alice".into(),
+        classic: false,
+    });
+    assert_eq!(
+        a.one().await,
+        json!({"type":"joined","id":5,"name":"alice","session":1})
+    );
+    assert_eq!(code(&a.join("alice").await), "already_joined");
+    let b = client(&hub, 2).await;
+    assert_eq!(code(&b.join(" bob").await), "invalid_name");
+    assert_eq!(code(&b.join("").await), "invalid_name");
+    assert_eq!(code(&b.join(&"x".repeat(65)).await), "invalid_name");
+    assert_eq!(b.join("bob").await["type"], "joined");
+}
+
+#[actix::test]
+async fn commands_before_join_answer_not_joined() {
+    let hub = hub();
+    let a = client(&hub, 1).await;
+    hub.do_send(SendDirect {
+        caller: a.caller(Some(1)),
+        to: "x".into(),
+        body: json!(1),
+    });
+    hub.do_send(Broadcast {
+        caller: a.caller(Some(2)),
+        body: json!(1),
+    });
+    hub.do_send(Subscribe {
+        caller: a.caller(Some(3)),
+        group: "room".into(),
+        presence: false,
+    });
+    hub.do_send(Publish {
+        caller: a.caller(Some(4)),
+        group: "room".into(),
+        body: json!(1),
+    });
+    hub.do_send(ListUsers {
+        caller: a.caller(Some(5)),
+        group: None,
+    });
+    let events = a.take().await;
+    assert_eq!(events.len(), 5);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(code(e), "not_joined");
+        assert_eq!(e["id"], json!(i + 1));
+    }
+}
+
+#[actix::test]
+async fn direct_reaches_every_session_of_the_user() {
+    let hub = hub();
+    let alice = client(&hub, 1).await;
+    let bob_phone = client(&hub, 2).await;
+    let bob_web = client(&hub, 3).await;
+    alice.join("alice").await;
+    bob_phone.join("bob").await;
+    bob_web.join("bob").await;
+    hub.do_send(SendDirect {
+        caller: alice.caller(Some(9)),
+        to: "bob".into(),
+        body: json!({"text":"hi"}),
+    });
+    assert_eq!(
+        alice.one().await,
+        json!({"type":"ack","id":9,"delivered":2})
+    );
+    for bob in [&bob_phone, &bob_web] {
+        let m = bob.one().await;
+        assert_eq!(m["type"], "message");
+        assert_eq!(m["kind"], "direct");
+        assert_eq!(m["from"], "alice");
+        assert_eq!(m["to"], "bob");
+        assert_eq!(m["body"], json!({"text":"hi"}));
+        assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+    hub.do_send(SendDirect {
+        caller: alice.caller(Some(10)),
+        to: "carol".into(),
+        body: json!(1),
+    });
+    assert_eq!(code(&alice.one().await), "not_found");
+    // One of bob's sessions leaves: the other still gets his messages.
+    bob_web.disconnect();
+    hub.do_send(SendDirect {
+        caller: alice.caller(None),
+        to: "bob".into(),
+        body: json!(2),
+    });
+    assert_eq!(alice.one().await["delivered"], 1);
+    assert_eq!(bob_phone.one().await["body"], 2);
+}
+
+#[actix::test]
+async fn broadcast_reaches_joined_sessions_only() {
+    let hub = hub();
+    let a = client(&hub, 1).await;
+    let b = client(&hub, 2).await;
+    let anonymous = client(&hub, 3).await;
+    a.join("a").await;
+    b.join("b").await;
+    hub.do_send(Broadcast {
+        caller: a.caller(Some(1)),
+        body: json!("all"),
+    });
+    let to_a = a.take().await;
+    assert_eq!(to_a.len(), 2, "{to_a:?}");
+    assert!(to_a.contains(&json!({"type":"ack","id":1,"delivered":2})));
+    assert!(to_a
+        .iter()
+        .any(|e| e["kind"] == "broadcast" && e["body"] == "all"));
+    assert_eq!(b.one().await["from"], "a");
+    assert!(anonymous.take().await.is_empty());
+}
+
+#[actix::test]
+async fn group_messages_reach_members_and_count_deliveries() {
+    let hub = hub();
+    let a = client(&hub, 1).await;
+    let b = client(&hub, 2).await;
+    let outsider = client(&hub, 3).await;
+    a.join("a").await;
+    b.join("b").await;
+    outsider.join("o").await;
+    assert_eq!(
+        a.subscribe("room", false).await,
+        json!({"type":"subscribed","group":"room","members":1})
+    );
+    assert_eq!(b.subscribe("room", false).await["members"], 2);
+    // Subscribing again is idempotent.
+    assert_eq!(b.subscribe("room", false).await["members"], 2);
+    // The sender need not be a member.
+    outsider.publish("room", json!({"t":1}));
+    assert_eq!(
+        outsider.one().await,
+        json!({"type":"ack","id":1,"delivered":2})
+    );
+    for m in [a.one().await, b.one().await] {
+        assert_eq!(m["kind"], "group");
+        assert_eq!(m["group"], "room");
+        assert_eq!(m["from"], "o");
+        assert_eq!(m["body"], json!({"t":1}));
+    }
+    outsider.publish("empty", json!(1));
+    assert_eq!(outsider.one().await["delivered"], 0);
+    outsider.publish("bad group", json!(1));
+    assert_eq!(code(&outsider.one().await), "invalid_group");
+    outsider.publish("stock", json!(1));
+    assert_eq!(code(&outsider.one().await), "forbidden");
+    hub.do_send(Unsubscribe {
+        caller: b.caller(Some(3)),
+        group: "room".into(),
+    });
+    assert_eq!(
+        b.one().await,
+        json!({"type":"unsubscribed","id":3,"group":"room"})
+    );
+    a.publish("room", json!(2));
+    let to_a = a.take().await;
+    assert!(to_a.contains(&json!({"type":"ack","id":1,"delivered":1})));
+    assert!(b.take().await.is_empty());
+}
+
+#[actix::test]
+async fn users_lists_online_users_and_group_members() {
+    let hub = hub();
+    let a = client(&hub, 1).await;
+    let b1 = client(&hub, 2).await;
+    let b2 = client(&hub, 3).await;
+    a.join("zed").await;
+    b1.join("bob").await;
+    b2.join("bob").await;
+    b1.subscribe("room", false).await;
+    b2.subscribe("room", false).await;
+    hub.do_send(ListUsers {
+        caller: a.caller(Some(1)),
+        group: None,
+    });
+    assert_eq!(
+        a.one().await,
+        json!({"type":"users","id":1,"users":["bob","zed"]})
+    );
+    hub.do_send(ListUsers {
+        caller: a.caller(None),
+        group: Some("room".into()),
+    });
+    assert_eq!(
+        a.one().await,
+        json!({"type":"users","group":"room","users":["bob"]})
+    );
+}
+
+#[actix::test]
+async fn presence_is_opt_in_and_fires_on_first_and_last_session() {
+    let hub = hub();
+    let watcher = client(&hub, 1).await;
+    let quiet = client(&hub, 2).await;
+    let bob1 = client(&hub, 3).await;
+    let bob2 = client(&hub, 4).await;
+    watcher.join("w").await;
+    quiet.join("q").await;
+    bob1.join("bob").await;
+    bob2.join("bob").await;
+    watcher.subscribe("room", true).await;
+    // The watcher's own arrival is announced to it too; nothing else is queued.
+    assert_eq!(
+        watcher.one().await,
+        json!({"type":"presence","group":"room","event":"join","name":"w"})
+    );
+    quiet.subscribe("room", false).await;
+    assert_eq!(watcher.one().await["name"], "q");
+    bob1.subscribe("room", false).await;
+    assert_eq!(
+        watcher.one().await,
+        json!({"type":"presence","group":"room","event":"join","name":"bob"})
+    );
+    // bob's second device: no new arrival.
+    bob2.subscribe("room", false).await;
+    assert!(watcher.take().await.is_empty());
+    bob1.disconnect();
+    assert!(watcher.take().await.is_empty());
+    bob2.disconnect();
+    assert_eq!(
+        watcher.one().await,
+        json!({"type":"presence","group":"room","event":"leave","name":"bob"})
+    );
+    assert!(quiet.take().await.is_empty(), "presence is opt-in");
+}
+
+#[actix::test]
+async fn disconnect_leaves_nothing_behind() {
+    let hub = hub();
+    let mut clients = Vec::new();
+    for id in 1..=6 {
+        let c = client(&hub, id).await;
+        c.join(&format!("user{}", id % 3)).await;
+        c.subscribe("room", id % 2 == 0).await;
+        c.subscribe(&format!("solo{id}"), false).await;
+        clients.push(c);
+    }
+    let stats = settle(&hub).await;
+    assert_eq!((stats.sessions, stats.users, stats.groups), (6, 3, 7));
+    for c in &clients {
+        c.disconnect();
+    }
+    let stats = settle(&hub).await;
+    assert_eq!((stats.sessions, stats.users, stats.groups), (0, 0, 0));
+}
+
+#[actix::test]
+async fn classic_login_subscribes_the_groups_in_the_name() {
+    let hub = hub();
+    let classic = client(&hub, 1).await;
+    let sender = client(&hub, 2).await;
+    sender.join("boss").await;
+    hub.do_send(Join {
+        caller: classic.caller(None),
+        name: "sales,vip_alice".into(),
+        classic: true,
+    });
+    assert_eq!(classic.one().await["name"], "sales,vip_alice");
+    for group in ["sales", "vip"] {
+        sender.publish(group, json!(group));
+        assert_eq!(sender.one().await["delivered"], 1);
+        assert_eq!(classic.one().await["group"], group);
+    }
+    // A typed join never reads groups from the name.
+    let typed = client(&hub, 3).await;
+    typed.join("ops_bob").await;
+    sender.publish("ops", json!(1));
+    assert_eq!(sender.one().await["delivered"], 0);
+}
+
+#[actix::test]
+async fn groups_per_session_are_bounded() {
+    let hub = hub_with(2, None);
+    let a = client(&hub, 1).await;
+    a.join("a").await;
+    a.subscribe("g1", false).await;
+    a.subscribe("g2", false).await;
+    assert_eq!(code(&a.subscribe("g3", false).await), "too_many_groups");
+    assert_eq!(a.subscribe("g2", true).await["type"], "subscribed");
+    assert_eq!(
+        code(&a.subscribe("no spaces", false).await),
+        "invalid_group"
+    );
+    assert_eq!(settle(&hub).await.groups, 2);
+}
+
+#[actix::test]
+async fn a_slow_consumer_is_dropped_and_the_others_get_everything() {
+    let hub = hub();
+    let sender = client(&hub, 1).await;
+    let fast = client(&hub, 2).await;
+    // Room for a few messages only, and nobody drains it.
+    let slow = client_with_limit(&hub, 3, 600).await;
+    sender.join("s").await;
+    fast.join("f").await;
+    slow.join("slow").await;
+    slow.outbox.drain();
+    fast.subscribe("room", false).await;
+    slow.subscribe("room", false).await;
+    slow.outbox.drain();
+    let mut received = 0;
+    for i in 0..50 {
+        sender.publish("room", json!({"n": i, "pad": "x".repeat(50)}));
+        received += fast.take().await.len();
+    }
+    assert_eq!(received, 50);
+    let stats = settle(&hub).await;
+    assert_eq!(stats.slow_consumers, 1);
+    assert_eq!(stats.sessions, 2, "the slow session left the pool");
+    let drained = slow.outbox.drain();
+    assert_eq!(drained.close, Some(CloseReason::SlowConsumer));
+    // Every ack after the drop counts one delivery: the fast member alone.
+    let acks = sender.take().await;
+    assert_eq!(acks.last().unwrap()["delivered"], 1);
+}
+
+#[actix::test]
+async fn stock_groups_need_no_join_and_get_a_snapshot_then_ticks() {
+    let hub = hub_with(100, Some(market()));
+    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
+    assert!(
+        !ticker.send(IsRunning).await.unwrap(),
+        "idle without subscribers"
+    );
+    let page = client(&hub, 1).await;
+    let subscribed = page.subscribe("stock.600519", false).await;
+    assert_eq!(subscribed["members"], 1);
+    assert!(ticker.send(IsRunning).await.unwrap());
+    // The snapshot comes from the ticker, right after the reply.
+    ticker.send(IsRunning).await.unwrap();
+    let snapshot = page.one().await;
+    assert_eq!(snapshot["type"], "quote");
+    assert_eq!(snapshot["quote"]["symbol"], "600519");
+    ticker.send(Advance).await.unwrap();
+    let tick = page.one().await;
+    assert_eq!(tick["type"], "quote");
+    assert_ne!(tick["quote"]["ts"], Value::Null);
+
+    let all = client(&hub, 2).await;
+    all.subscribe("stock", false).await;
+    ticker.send(IsRunning).await.unwrap();
+    assert_eq!(all.one().await["quotes"].as_array().unwrap().len(), 6);
+    ticker.send(Advance).await.unwrap();
+    let tick = all.one().await;
+    assert_eq!(tick["type"], "tick");
+    assert_eq!(tick["quotes"].as_array().unwrap().len(), 6);
+    assert_eq!(page.take().await.len(), 1);
+
+    assert_eq!(
+        code(&page.subscribe("stock.NOPE", false).await),
+        "not_found"
+    );
+    page.disconnect();
+    all.disconnect();
+    settle(&hub).await;
+    assert!(!ticker.send(IsRunning).await.unwrap(), "idle again");
+}
+
+#[actix::test]
+async fn classic_feed_sends_six_numbers_at_once_and_per_tick() {
+    let hub = hub_with(100, Some(market()));
+    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
+    let classic = client(&hub, 1).await;
+    hub.do_send(SubscribeClassicFeed { session: 1 });
+    settle(&hub).await;
+    ticker.send(Advance).await.unwrap();
+    let events = classic.take().await;
+    assert_eq!(events.len(), 2, "snapshot and one tick: {events:?}");
+    for e in events {
+        let six = e.as_array().unwrap();
+        assert_eq!(six.len(), 6);
+        for v in six {
+            let v = v.as_f64().unwrap();
+            assert!((0.01..=1.0).contains(&v));
+            assert_eq!((v * 100.0).round() / 100.0, v);
+        }
+    }
+}
+
+#[actix::test]
+async fn history_answers_the_last_quotes() {
+    let hub = hub_with(100, Some(market()));
+    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
+    let page = client(&hub, 1).await;
+    for _ in 0..20 {
+        ticker.send(Advance).await.unwrap();
+    }
+    hub.do_send(ShowHistory {
+        caller: page.caller(Some(4)),
+        symbol: "000001".into(),
+        limit: Some(3),
+    });
+    settle(&hub).await;
+    ticker.send(IsRunning).await.unwrap();
+    let h = page.one().await;
+    assert_eq!(h["type"], "history");
+    assert_eq!(h["id"], 4);
+    let quotes = h["quotes"].as_array().unwrap();
+    assert_eq!(quotes.len(), 3);
+    assert!(quotes.iter().all(|q| q["symbol"] == "000001"));
+    hub.do_send(ShowHistory {
+        caller: page.caller(None),
+        symbol: "000001".into(),
+        limit: None,
+    });
+    settle(&hub).await;
+    ticker.send(IsRunning).await.unwrap();
+    // At most the configured 10 are kept.
+    assert_eq!(page.one().await["quotes"].as_array().unwrap().len(), 10);
+    hub.do_send(ShowHistory {
+        caller: page.caller(None),
+        symbol: "XYZ".into(),
+        limit: None,
+    });
+    settle(&hub).await;
+    ticker.send(IsRunning).await.unwrap();
+    assert_eq!(code(&page.one().await), "not_found");
+}
