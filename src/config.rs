@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::hub::HubConfig;
 use crate::market::{default_symbols, ModelConfig, Symbol};
@@ -15,8 +15,37 @@ use crate::session::Limits;
 use crate::ticker::Market;
 
 /// wxhub: a realtime WebSocket hub for chat and live market data.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "wxhub", version, about, long_about = None)]
+#[derive(Debug, Parser)]
+#[command(name = "wxhub", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Commands other than serving.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Print a join token (HS256 JWT) for testing; backends mint their own.
+    Token {
+        /// The name the token lets its bearer join as (`sub`).
+        #[arg(long)]
+        name: String,
+        /// How long the token is valid, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Groups the user may subscribe to and publish in (comma-separated); unset: all.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// The hub's secret.
+        #[arg(long, env = "WXHUB_AUTH_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+}
+
+/// Everything the hub can be told at startup.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to listen on. Use 0.0.0.0:8080 to accept connections from other machines.
     #[arg(long, env = "WXHUB_BIND", default_value = "127.0.0.1:8080")]
@@ -70,6 +99,52 @@ pub struct Config {
     /// Daily price limit in percent of the open (A-share style); 0 for none.
     #[arg(long, env = "WXHUB_DAILY_LIMIT_PCT", default_value_t = 10.0)]
     pub daily_limit_pct: f64,
+
+    /// HS256 secret that signs join tokens. Unset: anyone may join under any name (a
+    /// warning is logged at startup). Prefer the environment variable to the flag, which
+    /// other users of the machine can see.
+    #[arg(long, env = "WXHUB_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Browser origins allowed to open a WebSocket, comma-separated (e.g.
+    /// https://example.com). A handshake from another origin gets HTTP 403. Unset: any
+    /// origin. Clients that send no Origin (mini-programs, servers) are always allowed.
+    #[arg(long, env = "WXHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Most WebSocket connections at once; more get HTTP 503 before the upgrade.
+    #[arg(long, env = "WXHUB_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Commands per second one session may send on average (token bucket refill rate).
+    #[arg(long, env = "WXHUB_RATE_LIMIT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+
+    /// Commands one session may send in a burst (token bucket size). Past it commands
+    /// get `rate_limited`; a session that gets this many `rate_limited` errors without
+    /// pausing long enough to refill the bucket is closed with 1008.
+    #[arg(long, env = "WXHUB_RATE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+
+    /// Time a client has to send its whole HTTP handshake.
+    #[arg(long, env = "WXHUB_HANDSHAKE_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout_ms: u64,
+
+    /// Time the kernel may go without the client acknowledging data the hub sent
+    /// (TCP_USER_TIMEOUT) before it drops the connection: ends clients that vanished or
+    /// stopped reading even while their session is blocked on a full socket.
+    #[arg(long, env = "WXHUB_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub write_timeout_ms: u32,
+
+    /// On SIGTERM or Ctrl-C, every session is closed with 1001 and the hub exits at most
+    /// this long after.
+    #[arg(long, env = "WXHUB_DRAIN_MS", default_value_t = 5_000)]
+    pub drain_ms: u64,
+
+    /// Serve `/echo`, a test-only endpoint that echoes every message (for the Autobahn
+    /// conformance suite). Off in production.
+    #[arg(long, env = "WXHUB_ECHO_ROUTE")]
+    pub echo_route: bool,
 }
 
 impl Default for Config {
@@ -88,6 +163,15 @@ impl Default for Config {
             symbols: Vec::new(),
             history: 300,
             daily_limit_pct: 10.0,
+            auth_secret: None,
+            allowed_origins: Vec::new(),
+            max_connections: 100_000,
+            rate_limit: 50,
+            rate_burst: 100,
+            handshake_timeout_ms: 5_000,
+            write_timeout_ms: 30_000,
+            drain_ms: 5_000,
+            echo_route: false,
         }
     }
 }
@@ -100,6 +184,8 @@ impl Config {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             client_timeout: Duration::from_millis(self.client_timeout_ms),
             max_queued: self.max_queued_bytes as usize,
+            rate: self.rate_limit as f64,
+            burst: self.rate_burst as f64,
         })
     }
 
@@ -135,14 +221,14 @@ mod tests {
 
     #[test]
     fn defaults_match_the_cli() {
-        let parsed = Config::try_parse_from(["wxhub"]).unwrap();
+        let parsed = Cli::try_parse_from(["wxhub"]).unwrap().config;
         let d = Config::default();
         assert_eq!(format!("{parsed:?}"), format!("{d:?}"));
     }
 
     #[test]
     fn flags_parse() {
-        let c = Config::try_parse_from([
+        let c = Cli::try_parse_from([
             "wxhub",
             "--bind",
             "0.0.0.0:9000",
@@ -151,10 +237,16 @@ mod tests {
             "--seed",
             "42",
         ])
-        .unwrap();
+        .unwrap()
+        .config;
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.market().model.symbols.len(), 2);
-        assert!(Config::try_parse_from(["wxhub", "--tick-ms", "0"]).is_err());
-        assert!(Config::try_parse_from(["wxhub", "--symbols", "bad"]).is_err());
+        assert!(Cli::try_parse_from(["wxhub", "--tick-ms", "0"]).is_err());
+        assert!(Cli::try_parse_from(["wxhub", "--symbols", "bad"]).is_err());
+        let t = Cli::try_parse_from([
+            "wxhub", "token", "--name", "a", "--ttl", "2h", "--secret", "s",
+        ])
+        .unwrap();
+        assert!(matches!(t.command, Some(Tool::Token { ttl, .. }) if ttl.as_secs() == 7200));
     }
 }

@@ -30,6 +30,10 @@ pub enum ErrorCode {
     Forbidden,
     /// The session is already in as many groups as the hub allows.
     TooManyGroups,
+    /// The join token is missing, invalid, expired or for another name.
+    Unauthorized,
+    /// The session sent commands faster than its rate limit.
+    RateLimited,
     /// The hub could not do what was asked for a reason of its own.
     Internal,
 }
@@ -47,6 +51,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooManyGroups => "too_many_groups",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }
@@ -92,6 +98,10 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// 1008: the client fell too far behind; its queued bytes passed the bound.
     SlowConsumer,
+    /// 1008: too many failed joins (bad tokens).
+    Unauthorized,
+    /// 1008: the client kept sending past its rate limit.
+    Flood,
     /// 1009: a frame or reassembled message exceeded the size limit.
     TooBig,
     /// 1011: the hub failed internally.
@@ -106,7 +116,10 @@ impl CloseReason {
             CloseReason::Shutdown => 1001,
             CloseReason::Protocol => 1002,
             CloseReason::InvalidData => 1007,
-            CloseReason::HeartbeatTimeout | CloseReason::SlowConsumer => 1008,
+            CloseReason::HeartbeatTimeout
+            | CloseReason::SlowConsumer
+            | CloseReason::Unauthorized
+            | CloseReason::Flood => 1008,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
         }
@@ -121,6 +134,8 @@ impl CloseReason {
             CloseReason::InvalidData => "invalid utf-8",
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
             CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::Flood => "rate limit exceeded",
             CloseReason::TooBig => "message too big",
             CloseReason::Internal => "internal error",
         }
@@ -143,6 +158,8 @@ mod tests {
             ErrorCode::TooLarge,
             ErrorCode::Forbidden,
             ErrorCode::TooManyGroups,
+            ErrorCode::Unauthorized,
+            ErrorCode::RateLimited,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

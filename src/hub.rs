@@ -12,6 +12,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use serde_json::Value;
 
+use crate::auth::Grant;
 use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::outbox::Outbox;
 use crate::pool::{GroupChange, Pool, SessionId};
@@ -49,6 +50,8 @@ pub struct Join {
     pub caller: Caller,
     pub name: String,
     pub classic: bool,
+    /// What the session's verified token allows (everything without auth).
+    pub grant: Grant,
 }
 
 /// `direct`: to every session of one user.
@@ -126,6 +129,11 @@ pub struct Fanout {
     pub frame: ByteString,
 }
 
+/// The hub is shutting down: close every session with 1001 and refuse new ones.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 /// Asks for the ticker the hub started, if any (tests drive it with [`ticker::Advance`]).
 #[derive(Message)]
 #[rtype(result = "Option<Addr<Ticker>>")]
@@ -169,6 +177,8 @@ pub struct Hub {
     /// Sessions whose outbox overflowed during the current handler; reused to avoid
     /// allocating per fan-out.
     slow: Vec<SessionId>,
+    /// Set by [`Shutdown`]: sessions that connect later are closed at once.
+    shutting_down: bool,
 }
 
 impl Hub {
@@ -180,6 +190,7 @@ impl Hub {
             queued,
             slow_consumers: 0,
             slow: Vec::new(),
+            shutting_down: false,
         }
     }
 
@@ -338,7 +349,20 @@ impl Actor for Hub {
 impl Handler<Connect> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.pool.connect(msg.session, msg.outbox);
+        if self.shutting_down {
+            msg.outbox.close(CloseReason::Shutdown);
+        } else {
+            self.pool.connect(msg.session, msg.outbox);
+        }
+    }
+}
+
+impl Handler<Shutdown> for Hub {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        self.shutting_down = true;
+        let n = self.pool.close_all(CloseReason::Shutdown);
+        log::info!("shutting down: closing {n} sessions with 1001");
     }
 }
 
@@ -355,7 +379,7 @@ impl Handler<Join> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
         let caller = &msg.caller;
-        match self.pool.join(caller.session, &msg.name) {
+        match self.pool.join(caller.session, &msg.name, msg.grant) {
             Ok(name) => {
                 self.reply(
                     caller,
@@ -494,6 +518,8 @@ impl Handler<Publish> for Hub {
                 caller,
                 ReplyError::new(ErrorCode::Forbidden, "stock groups are read-only"),
             );
+        } else if let Err(e) = self.pool.may_publish(caller.session, &msg.group) {
+            self.fail(caller, e);
         } else {
             let delivered = match self.pool.group(&msg.group) {
                 Some(group) => {

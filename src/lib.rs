@@ -1,10 +1,12 @@
 //! wxhub: a realtime WebSocket hub for WeChat mini-programs and the web.
 //!
 //! # Layout
+//! - [`auth`]: join tokens (HS256 JWT): verification and minting.
 //! - [`config`]: the CLI and `WXHUB_*` environment settings, with their defaults.
 //! - [`protocol`]: protocol v1 on the wire: commands, events, naming rules (no actix).
 //! - [`error`]: stable reply error codes and WebSocket close reasons.
 //! - [`outbox`]: the bounded queue of shared frames between the hub and a session.
+//! - [`ratelimit`]: the per-session token bucket against floods.
 //! - [`pool`]: the hub's state (sessions, users, groups) as a plain struct.
 //! - [`hub`]: the `Hub` actor and its messages: joins, direct, broadcast, group routing.
 //! - [`session`]: the `Session` actor, one per WebSocket; the only code touching a socket.
@@ -12,6 +14,7 @@
 //! - [`ticker`]: the `Ticker` actor that feeds the stock groups.
 //! - [`server`]: routes and wiring; `server::run(listener, config)` serves.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
@@ -19,6 +22,7 @@ pub mod market;
 pub mod outbox;
 pub mod pool;
 pub mod protocol;
+pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod ticker;

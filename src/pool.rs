@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::auth::Grant;
 use crate::error::{ErrorCode, ReplyError};
 use crate::outbox::Outbox;
 use crate::protocol::{is_stock_group, valid_group, valid_name, PresenceChange};
@@ -23,6 +24,8 @@ pub struct Entry {
     pub name: Option<Arc<str>>,
     /// Groups it belongs to, so a disconnect can leave them without scanning all groups.
     groups: Vec<Arc<str>>,
+    /// The groups its join token allows.
+    pub grant: Grant,
 }
 
 /// One group: its member sessions, and how many sessions each user has in it.
@@ -108,6 +111,7 @@ impl Pool {
                 outbox,
                 name: None,
                 groups: Vec::new(),
+                grant: Grant::all(),
             },
         );
     }
@@ -146,7 +150,12 @@ impl Pool {
     }
 
     /// Names the session as a user (one of possibly several sessions of that user).
-    pub fn join(&mut self, id: SessionId, name: &str) -> Result<Arc<str>, ReplyError> {
+    pub fn join(
+        &mut self,
+        id: SessionId,
+        name: &str,
+        grant: Grant,
+    ) -> Result<Arc<str>, ReplyError> {
         let entry = self
             .sessions
             .get_mut(&id)
@@ -180,6 +189,7 @@ impl Pool {
         };
         log::debug!("session {id} joined as {name} ({ids} sessions)");
         entry.name = Some(name.clone());
+        entry.grant = grant;
         // A stock subscriber that joins later stops counting as anonymous in its groups.
         for g in &entry.groups {
             if let Some(group) = self.groups.get_mut(g) {
@@ -230,6 +240,9 @@ impl Pool {
             .ok_or_else(|| ReplyError::new(ErrorCode::Internal, "unknown session"))?;
         if needs_join && entry.name.is_none() {
             return Err(ReplyError::new(ErrorCode::NotJoined, "send join first"));
+        }
+        if needs_join && !entry.grant.allows(group) {
+            return Err(forbidden(group));
         }
         let key = match self.groups.get_key_value(group) {
             Some((k, _)) => k.clone(),
@@ -327,6 +340,14 @@ impl Pool {
         })
     }
 
+    /// Checks that a joined session's token lets it publish in `group`.
+    pub fn may_publish(&self, id: SessionId, group: &str) -> Result<(), ReplyError> {
+        match self.sessions.get(&id) {
+            Some(e) if !e.grant.allows(group) => Err(forbidden(group)),
+            _ => Ok(()),
+        }
+    }
+
     pub fn group(&self, group: &str) -> Option<&Group> {
         self.groups.get(group)
     }
@@ -358,8 +379,23 @@ impl Pool {
         names
     }
 
+    /// Closes every session's outbox with `reason`; returns how many.
+    pub fn close_all(&mut self, reason: crate::error::CloseReason) -> usize {
+        for entry in self.sessions.values() {
+            entry.outbox.close(reason);
+        }
+        self.sessions.len()
+    }
+
     /// Counts, for tests and metrics: (sessions, users, groups).
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.sessions.len(), self.users.len(), self.groups.len())
     }
+}
+
+fn forbidden(group: &str) -> ReplyError {
+    ReplyError::new(
+        ErrorCode::Forbidden,
+        format!("your token does not allow group {group}"),
+    )
 }

@@ -26,6 +26,9 @@ pub enum RequestId {
 pub enum Command {
     Join {
         name: String,
+        /// Required when the hub has an auth secret (see docs/SECURITY.md).
+        #[serde(default)]
+        token: Option<String>,
     },
     Direct {
         to: String,
@@ -68,8 +71,9 @@ pub enum Inbound {
     },
     /// The classic plain text `stock`: subscribe to the six-number feed.
     LegacyStock,
-    /// The classic `{"name": "<openid>"}` login (no `type`).
-    LegacyJoin { name: String },
+    /// The classic `{"name": "<openid>"}` login (no `type`), with a `token` when the
+    /// hub requires one.
+    LegacyJoin { name: String, token: Option<String> },
 }
 
 /// A message that could not be understood; answered with `bad_request`.
@@ -127,7 +131,17 @@ pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     };
     match map.get("type") {
         None => match map.get("name") {
-            Some(Value::String(name)) => Ok(Inbound::LegacyJoin { name: name.clone() }),
+            Some(Value::String(name)) => match map.get("token") {
+                None | Some(Value::Null) => Ok(Inbound::LegacyJoin {
+                    name: name.clone(),
+                    token: None,
+                }),
+                Some(Value::String(t)) => Ok(Inbound::LegacyJoin {
+                    name: name.clone(),
+                    token: Some(t.clone()),
+                }),
+                Some(_) => Err(DecodeError::new(id, "`token` must be a string")),
+            },
             Some(_) => Err(DecodeError::new(id, "`name` must be a string")),
             None => Err(DecodeError::new(id, "missing field `type`")),
         },
@@ -324,7 +338,8 @@ mod tests {
             (
                 Some(RequestId::Int(1)),
                 Command::Join {
-                    name: "alice".into()
+                    name: "alice".into(),
+                    token: None
                 }
             )
         );
@@ -393,7 +408,8 @@ mod tests {
         assert_eq!(
             decode(r#"{"name":"sales,vip_alice"}"#),
             Ok(Inbound::LegacyJoin {
-                name: "sales,vip_alice".into()
+                name: "sales,vip_alice".into(),
+                token: None
             })
         );
     }

@@ -1,21 +1,25 @@
-//! HTTP wiring: routes, the hub's thread, and the server itself.
+//! HTTP wiring: routes, the hub's thread, the server, and its shutdown.
 //!
 //! `GET /ws` is the WebSocket endpoint; `GET /` is too when the request is a WebSocket
 //! handshake (classic clients connect with no path) and serves the demo page otherwise;
-//! `GET /healthz` answers 200. The page is compiled into the binary, so the working
-//! directory does not matter.
+//! `GET /healthz` answers 200; `GET /echo` (test-only, `--echo-route`) echoes. Origins
+//! and the connection limit are checked before the upgrade. The page is compiled into
+//! the binary, so the working directory does not matter.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::{dev::Server, http::header, web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 
+use crate::auth::Verifier;
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::session::{Limits, Session};
+use crate::hub::{self, Hub};
+use crate::session::{ConnectionSlot, Mode, Session, Shared};
 
 /// The demo page, served at `/`.
 const INDEX_HTML: &str = include_str!("../templates/index.html");
@@ -23,9 +27,12 @@ const INDEX_HTML: &str = include_str!("../templates/index.html");
 /// What every request handler needs.
 #[derive(Clone)]
 struct AppState {
-    hub: Addr<Hub>,
-    limits: Arc<Limits>,
-    queued: Arc<AtomicUsize>,
+    shared: Shared,
+    /// Live WebSocket connections, against `max_connections`.
+    live: Arc<AtomicUsize>,
+    max_connections: usize,
+    /// Lower-cased allowed origins; empty means any.
+    allowed_origins: Arc<Vec<String>>,
 }
 
 /// A started server and the hub behind it.
@@ -38,7 +45,8 @@ pub struct Started {
 }
 
 /// Starts the hub and the HTTP server on `listener`; must be called inside an actix
-/// system (`#[actix_web::main]`, `#[actix_web::test]`).
+/// system (`#[actix_web::main]`, `#[actix_web::test]`). The server does not handle
+/// signals: [`run`] does, so that sessions are closed with 1001 first.
 pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started> {
     let queued = Arc::new(AtomicUsize::new(0));
     // The hub gets a thread of its own, so routing never waits behind socket writes.
@@ -46,19 +54,54 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let hub_config = config.hub();
     let hub_queued = queued.clone();
     let hub = Hub::start_in_arbiter(&arbiter.handle(), move |_| Hub::new(hub_config, hub_queued));
+    let verifier = config
+        .auth_secret
+        .as_deref()
+        .map(|s| Arc::new(Verifier::new(s)));
+    if verifier.is_none() {
+        log::warn!("no auth secret set (--auth-secret / WXHUB_AUTH_SECRET): anyone can join under any name");
+    }
     let state = AppState {
-        hub: hub.clone(),
-        limits: config.limits(),
-        queued,
+        shared: Shared {
+            hub: hub.clone(),
+            limits: config.limits(),
+            queued_total: queued,
+            verifier,
+        },
+        live: Arc::new(AtomicUsize::new(0)),
+        max_connections: config.max_connections,
+        allowed_origins: Arc::new(
+            config
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        ),
     };
+    let echo = config.echo_route;
+    let write_timeout_ms = config.write_timeout_ms;
     let server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(web::Data::new(state.clone()))
             .route("/ws", web::get().to(websocket))
             .route("/healthz", web::get().to(healthz))
-            .route("/", web::get().to(index))
+            .route("/", web::get().to(index));
+        if echo {
+            app.route("/echo", web::get().to(echo_route))
+        } else {
+            app
+        }
     })
     .workers(config.workers as usize)
+    // Realtime frames are small: send them at once rather than wait for more.
+    .tcp_nodelay(true)
+    .on_connect(move |conn, _| set_write_timeout(conn, write_timeout_ms))
+    .client_request_timeout(Duration::from_millis(config.handshake_timeout_ms))
+    // Leave room above our own limit so excess handshakes get a 503, not silence.
+    .max_connections(config.max_connections.saturating_add(1024))
+    .shutdown_timeout(config.drain_ms.div_ceil(1000))
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(Started {
@@ -68,12 +111,122 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     })
 }
 
-/// Runs the hub until the server stops (Ctrl-C or SIGTERM).
-pub async fn run(listener: TcpListener, config: Config) -> std::io::Result<()> {
+/// Runs the hub until `shutdown` resolves or the server fails. On shutdown it stops
+/// accepting, closes every session with 1001, and returns within the drain time.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let started = start(listener, &config)?;
-    let result = started.server.await;
+    let handle = started.server.handle();
+    let mut server = actix_web::rt::spawn(started.server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            log::info!("shutting down");
+            // Stop accepting first, so that clients told to go away reconnect elsewhere.
+            let stopping = actix_web::rt::spawn(handle.stop(true));
+            let _ = started.hub.send(hub::Shutdown).await;
+            let drain = Duration::from_millis(config.drain_ms);
+            if actix_web::rt::time::timeout(drain, stopping).await.is_err() {
+                log::warn!("drain time passed with connections still open");
+            }
+            Ok(Ok(()))
+        }
+    };
     started.arbiter.stop();
-    result
+    result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = actix_web::rt::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Sets TCP_USER_TIMEOUT: the kernel drops a connection whose sent data stays
+/// unacknowledged this long. It is the one timer that still runs when a client stops
+/// reading, since the session is then no longer polled (see docs/ARCHITECTURE.md).
+fn set_write_timeout(conn: &dyn std::any::Any, ms: u32) {
+    #[cfg(target_os = "linux")]
+    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        use std::os::fd::AsRawFd;
+        let fd = stream.as_raw_fd();
+        // SAFETY: `fd` is the open socket `stream` owns for the duration of this call,
+        // and the option value is a plain c_uint of the size we pass.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&ms as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "TCP_USER_TIMEOUT not set: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (conn, ms);
+}
+
+/// Refuses a handshake before the upgrade, or takes a connection slot.
+fn admit(req: &HttpRequest, state: &AppState) -> Result<ConnectionSlot, HttpResponse> {
+    if !state.allowed_origins.is_empty() {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let origin = origin
+                .to_str()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_ascii_lowercase();
+            if !state.allowed_origins.contains(&origin) {
+                log::info!("refused a handshake from origin {origin}");
+                return Err(HttpResponse::Forbidden().body("origin not allowed\n"));
+            }
+        }
+    }
+    ConnectionSlot::acquire(&state.live, state.max_connections).ok_or_else(|| {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .body("too many connections\n")
+    })
+}
+
+fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: &AppState,
+    mode: Mode,
+) -> actix_web::Result<HttpResponse> {
+    let slot = match admit(&req, state) {
+        Ok(slot) => slot,
+        Err(refusal) => return Ok(refusal),
+    };
+    let session = Session::new(state.shared.clone(), mode, slot);
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(state.shared.limits.max_message)
+        .start()
 }
 
 async fn websocket(
@@ -81,14 +234,15 @@ async fn websocket(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
-    let session = Session::new(
-        state.hub.clone(),
-        state.limits.clone(),
-        state.queued.clone(),
-    );
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(state.limits.max_message)
-        .start()
+    upgrade(req, stream, &state, Mode::Hub)
+}
+
+async fn echo_route(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    upgrade(req, stream, &state, Mode::Echo)
 }
 
 fn is_websocket_handshake(req: &HttpRequest) -> bool {
@@ -104,7 +258,7 @@ async fn index(
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
     if is_websocket_handshake(&req) {
-        return websocket(req, stream, state).await;
+        return upgrade(req, stream, &state, Mode::Hub);
     }
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

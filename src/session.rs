@@ -1,9 +1,9 @@
 //! The `Session` actor: one per WebSocket, and the only code that touches one.
 //!
-//! It reassembles fragmented messages (bounded by the message limit), decodes them into
-//! commands for the hub, keeps the heartbeat, and writes out what the hub puts in its
-//! [`Outbox`]. Protocol violations close the socket with a proper code; bad commands
-//! only get an `error` reply.
+//! It reassembles fragmented messages (bounded by the message limit), checks the rate
+//! limit and join tokens, decodes messages into commands for the hub, keeps the
+//! heartbeat, and writes out what the hub puts in its [`Outbox`]. Protocol violations
+//! close the socket with a proper code; bad commands only get an `error` reply.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,14 +15,19 @@ use actix_web::web::Bytes;
 use actix_web_actors::ws;
 use bytestring::ByteString;
 
+use crate::auth::{Grant, Verifier};
 use crate::error::{CloseReason, ErrorCode};
 use crate::hub::{self, Caller, Hub};
 use crate::outbox::{Outbox, Wake};
 use crate::pool::SessionId;
 use crate::protocol::{decode, encode, Command, Event, Inbound, RequestId};
+use crate::ratelimit::{TokenBucket, Verdict};
 
 /// Session ids come from one process-wide counter, so they are never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Failed joins (bad tokens) a session may make before it is closed.
+const MAX_FAILED_JOINS: u32 = 3;
 
 /// The per-connection limits, shared by every session.
 #[derive(Debug, Clone)]
@@ -35,6 +40,52 @@ pub struct Limits {
     pub client_timeout: Duration,
     /// Bound on bytes waiting in one session's outbox.
     pub max_queued: usize,
+    /// Commands per second, on average.
+    pub rate: f64,
+    /// Commands in a burst.
+    pub burst: f64,
+}
+
+/// What a session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A hub client speaking protocol v1.
+    Hub,
+    /// The test-only `/echo` endpoint: every message is sent back as it came, nothing is
+    /// sent unsolicited, and the hub never hears of the session.
+    Echo,
+}
+
+/// Holds one of the hub's connection slots for as long as the session lives.
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// Takes a slot if fewer than `max` are taken.
+    pub fn acquire(live: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
+        let before = live.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            live.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnectionSlot(live.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a session shares with every other one.
+#[derive(Clone)]
+pub struct Shared {
+    pub hub: Addr<Hub>,
+    pub limits: Arc<Limits>,
+    /// Bytes queued across all outboxes (the hub reports it).
+    pub queued_total: Arc<AtomicUsize>,
+    /// Present when joins need a token.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// A fragmented message being reassembled.
@@ -46,27 +97,35 @@ struct Partial {
 
 pub struct Session {
     id: SessionId,
-    hub: Addr<Hub>,
-    limits: Arc<Limits>,
-    /// Counts the bytes queued across all outboxes (the hub reports it).
-    queued_total: Arc<AtomicUsize>,
+    mode: Mode,
+    shared: Shared,
     /// Created in `started`, when the actor's address exists.
     outbox: Option<Arc<Outbox>>,
+    /// Whether the hub knows this session and must be told when it ends.
+    registered: bool,
     /// When the client last sent anything at all.
     last_heard: Instant,
     partial: Option<Partial>,
+    bucket: TokenBucket,
+    failed_joins: u32,
+    /// Released when the session is dropped, however it ends.
+    _slot: ConnectionSlot,
 }
 
 impl Session {
-    pub fn new(hub: Addr<Hub>, limits: Arc<Limits>, queued_total: Arc<AtomicUsize>) -> Self {
+    pub fn new(shared: Shared, mode: Mode, slot: ConnectionSlot) -> Self {
+        let now = Instant::now();
         Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            hub,
-            limits,
-            queued_total,
+            mode,
+            bucket: TokenBucket::new(shared.limits.rate, shared.limits.burst, now),
+            shared,
             outbox: None,
-            last_heard: Instant::now(),
+            registered: false,
+            last_heard: now,
             partial: None,
+            failed_joins: 0,
+            _slot: slot,
         }
     }
 
@@ -112,69 +171,129 @@ impl Session {
     }
 
     fn too_big(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let note = encode(&Event::Error {
-            id: None,
-            code: ErrorCode::TooLarge,
-            message: "message exceeds the size limit",
+        let note = (self.mode == Mode::Hub).then(|| {
+            encode(&Event::Error {
+                id: None,
+                code: ErrorCode::TooLarge,
+                message: "message exceeds the size limit",
+            })
         });
-        self.shut(ctx, CloseReason::TooBig, Some(note));
+        self.shut(ctx, CloseReason::TooBig, note);
+    }
+
+    /// Applies the rate limit to one incoming message; false if it must be dropped.
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.mode == Mode::Echo {
+            return true;
+        }
+        match self.bucket.check(Instant::now()) {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                self.reply_error(None, ErrorCode::RateLimited, "slow down");
+                false
+            }
+            Verdict::Close => {
+                log::info!("session {} closed: flooding", self.id);
+                self.shut(ctx, CloseReason::Flood, None);
+                false
+            }
+        }
+    }
+
+    /// Checks a join's token; `None` (after replying) if it is refused.
+    fn authorize(
+        &mut self,
+        id: Option<&RequestId>,
+        name: &str,
+        token: Option<&str>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Option<Grant> {
+        let Some(verifier) = &self.shared.verifier else {
+            return Some(Grant::all());
+        };
+        match verifier.verify(token, name) {
+            Ok(grant) => Some(grant),
+            Err(e) => {
+                self.reply_error(id, e.code, &e.message);
+                self.failed_joins += 1;
+                if self.failed_joins >= MAX_FAILED_JOINS {
+                    self.shut(ctx, CloseReason::Unauthorized, None);
+                }
+                None
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        id: Option<RequestId>,
+        name: String,
+        token: Option<String>,
+        classic: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if let Some(grant) = self.authorize(id.as_ref(), &name, token.as_deref(), ctx) {
+            self.shared.hub.do_send(hub::Join {
+                caller: self.caller(id),
+                name,
+                classic,
+                grant,
+            });
+        }
     }
 
     /// Handles one complete text message.
-    fn on_text(&mut self, text: &str) {
-        let (id, command) = match decode(text) {
+    fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.mode == Mode::Echo {
+            return ctx.text(text);
+        }
+        let (id, command) = match decode(&text) {
             Err(e) => {
                 return self.reply_error(e.id.as_ref(), ErrorCode::BadRequest, &e.message);
             }
             Ok(Inbound::LegacyStock) => {
                 return self
+                    .shared
                     .hub
                     .do_send(hub::SubscribeClassicFeed { session: self.id })
             }
-            Ok(Inbound::LegacyJoin { name }) => {
-                return self.hub.do_send(hub::Join {
-                    caller: self.caller(None),
-                    name,
-                    classic: true,
-                })
+            Ok(Inbound::LegacyJoin { name, token }) => {
+                return self.join(None, name, token, true, ctx)
             }
             Ok(Inbound::Command { id, command }) => (id, command),
         };
+        let hub = &self.shared.hub;
         match command {
             Command::Ping => self.push(&encode(&Event::Pong { id: id.as_ref() })),
-            Command::Join { name } => self.hub.do_send(hub::Join {
-                caller: self.caller(id),
-                name,
-                classic: false,
-            }),
-            Command::Direct { to, body } => self.hub.do_send(hub::SendDirect {
+            Command::Join { name, token } => self.join(id, name, token, false, ctx),
+            Command::Direct { to, body } => hub.do_send(hub::SendDirect {
                 caller: self.caller(id),
                 to,
                 body,
             }),
-            Command::Broadcast { body } => self.hub.do_send(hub::Broadcast {
+            Command::Broadcast { body } => hub.do_send(hub::Broadcast {
                 caller: self.caller(id),
                 body,
             }),
-            Command::Subscribe { group, presence } => self.hub.do_send(hub::Subscribe {
+            Command::Subscribe { group, presence } => hub.do_send(hub::Subscribe {
                 caller: self.caller(id),
                 group,
                 presence,
             }),
-            Command::Unsubscribe { group } => self.hub.do_send(hub::Unsubscribe {
+            Command::Unsubscribe { group } => hub.do_send(hub::Unsubscribe {
                 caller: self.caller(id),
                 group,
             }),
-            Command::Publish { group, body } => self.hub.do_send(hub::Publish {
+            Command::Publish { group, body } => hub.do_send(hub::Publish {
                 caller: self.caller(id),
                 group,
                 body,
             }),
-            Command::Users { group } => self.hub.do_send(hub::ListUsers {
+            Command::Users { group } => hub.do_send(hub::ListUsers {
                 caller: self.caller(id),
                 group,
             }),
-            Command::History { symbol, limit } => self.hub.do_send(hub::ShowHistory {
+            Command::History { symbol, limit } => hub.do_send(hub::ShowHistory {
                 caller: self.caller(id),
                 symbol,
                 limit,
@@ -183,9 +302,12 @@ impl Session {
     }
 
     /// Handles a complete message that arrived as bytes (binary frame or fragments).
-    fn on_bytes(&mut self, data: &[u8], text: bool, ctx: &mut ws::WebsocketContext<Self>) {
-        match std::str::from_utf8(data) {
-            Ok(s) => self.on_text(s),
+    fn on_bytes(&mut self, data: Bytes, text: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.mode == Mode::Echo && !text {
+            return ctx.binary(data);
+        }
+        match ByteString::try_from(data) {
+            Ok(s) => self.on_text(s, ctx),
             Err(_) if text => self.shut(ctx, CloseReason::InvalidData, None),
             Err(_) => self.reply_error(
                 None,
@@ -209,7 +331,7 @@ impl Session {
             }
             (Some(text), None) => {
                 self.partial = Some(Partial {
-                    data: Vec::with_capacity(chunk.len().min(self.limits.max_message)),
+                    data: Vec::with_capacity(chunk.len().min(self.shared.limits.max_message)),
                     text,
                 })
             }
@@ -218,15 +340,30 @@ impl Session {
         let Some(partial) = &mut self.partial else {
             return;
         };
-        if partial.data.len() + chunk.len() > self.limits.max_message {
+        if partial.data.len() + chunk.len() > self.shared.limits.max_message {
             self.partial = None;
             return self.too_big(ctx);
         }
         partial.data.extend_from_slice(&chunk);
         if last {
             if let Some(p) = self.partial.take() {
-                self.on_bytes(&p.data, p.text, ctx);
+                if self.admit(ctx) {
+                    self.on_bytes(Bytes::from(p.data), p.text, ctx);
+                }
             }
+        }
+    }
+
+    fn leave_hub(&mut self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.close(CloseReason::Normal);
+            // Drop what nobody will write, so the hub's queued-bytes count stays true.
+            outbox.drain();
+        }
+        if std::mem::take(&mut self.registered) {
+            self.shared
+                .hub
+                .do_send(hub::Disconnect { session: self.id });
         }
     }
 }
@@ -235,34 +372,41 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let outbox = Arc::new(Outbox::new(
-            ctx.address().recipient(),
-            self.limits.max_queued,
-            self.queued_total.clone(),
-        ));
-        self.hub.do_send(hub::Connect {
-            session: self.id,
-            outbox: outbox.clone(),
-        });
-        self.outbox = Some(outbox);
-        ctx.run_interval(self.limits.heartbeat, |act, ctx| {
-            if act.last_heard.elapsed() > act.limits.client_timeout {
+        let limits = self.shared.limits.clone();
+        if self.mode == Mode::Hub {
+            let outbox = Arc::new(Outbox::new(
+                ctx.address().recipient(),
+                limits.max_queued,
+                self.shared.queued_total.clone(),
+            ));
+            self.shared.hub.do_send(hub::Connect {
+                session: self.id,
+                outbox: outbox.clone(),
+            });
+            self.outbox = Some(outbox);
+            self.registered = true;
+        }
+        ctx.run_interval(limits.heartbeat, |act, ctx| {
+            if act.last_heard.elapsed() > act.shared.limits.client_timeout {
                 log::debug!("session {} timed out", act.id);
                 act.shut(ctx, CloseReason::HeartbeatTimeout, None);
-            } else {
+            } else if act.mode == Mode::Hub {
                 ctx.ping(b"");
             }
         });
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        if let Some(outbox) = &self.outbox {
-            outbox.close(CloseReason::Normal);
-            // Drop what nobody will write, so the hub's queued-bytes count stays true.
-            outbox.drain();
-        }
-        self.hub.do_send(hub::Disconnect { session: self.id });
+        self.leave_hub();
         Running::Stop
+    }
+}
+
+impl Drop for Session {
+    /// A session whose connection failed is dropped without `stopping`; the hub must
+    /// still forget it.
+    fn drop(&mut self) {
+        self.leave_hub();
     }
 }
 
@@ -302,16 +446,24 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 if self.partial.is_some() {
                     return self.shut(ctx, CloseReason::Protocol, None);
                 }
-                self.on_text(&text);
+                if self.admit(ctx) {
+                    self.on_text(text, ctx);
+                }
             }
             ws::Message::Binary(data) => {
                 if self.partial.is_some() {
                     return self.shut(ctx, CloseReason::Protocol, None);
                 }
-                self.on_bytes(&data, false, ctx);
+                if self.admit(ctx) {
+                    self.on_bytes(data, false, ctx);
+                }
             }
             ws::Message::Continuation(item) => self.on_continuation(item, ctx),
-            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Ping(payload) => {
+                if self.admit(ctx) {
+                    ctx.pong(&payload);
+                }
+            }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 ctx.close(reason);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::auth::Grant;
 use crate::market::{default_symbols, ModelConfig};
 use crate::outbox::Wake;
 use crate::ticker::{Advance, IsRunning};
@@ -72,6 +73,7 @@ impl Client {
             caller: self.caller(None),
             name: name.into(),
             classic: false,
+            grant: Grant::all(),
         });
         self.one().await
     }
@@ -163,6 +165,7 @@ async fn join_replies_and_refuses_twice_and_bad_names() {
         caller: a.caller(Some(5)),
         name: "alice".into(),
         classic: false,
+        grant: Grant::all(),
     });
     assert_eq!(
         a.one().await,
@@ -421,6 +424,7 @@ async fn classic_login_subscribes_the_groups_in_the_name() {
         caller: classic.caller(None),
         name: "sales,vip_alice".into(),
         classic: true,
+        grant: Grant::all(),
     });
     assert_eq!(classic.one().await["name"], "sales,vip_alice");
     for group in ["sales", "vip"] {
