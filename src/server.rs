@@ -191,8 +191,27 @@ fn set_write_timeout(conn: &dyn std::any::Any, ms: u32) {
     let _ = (conn, ms);
 }
 
+/// Why a handshake is refused before the upgrade.
+enum Refusal {
+    /// HTTP 403: a browser page from an origin not in `--allowed-origins`.
+    Origin,
+    /// HTTP 503: `--max-connections` reached.
+    Full,
+}
+
+impl Refusal {
+    fn response(self) -> HttpResponse {
+        match self {
+            Refusal::Origin => HttpResponse::Forbidden().body("origin not allowed\n"),
+            Refusal::Full => HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "5"))
+                .body("too many connections\n"),
+        }
+    }
+}
+
 /// Refuses a handshake before the upgrade, or takes a connection slot.
-fn admit(req: &HttpRequest, state: &AppState) -> Result<ConnectionSlot, HttpResponse> {
+fn admit(req: &HttpRequest, state: &AppState) -> Result<ConnectionSlot, Refusal> {
     if !state.allowed_origins.is_empty() {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin
@@ -202,15 +221,11 @@ fn admit(req: &HttpRequest, state: &AppState) -> Result<ConnectionSlot, HttpResp
                 .to_ascii_lowercase();
             if !state.allowed_origins.contains(&origin) {
                 log::info!("refused a handshake from origin {origin}");
-                return Err(HttpResponse::Forbidden().body("origin not allowed\n"));
+                return Err(Refusal::Origin);
             }
         }
     }
-    ConnectionSlot::acquire(&state.live, state.max_connections).ok_or_else(|| {
-        HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "5"))
-            .body("too many connections\n")
-    })
+    ConnectionSlot::acquire(&state.live, state.max_connections).ok_or(Refusal::Full)
 }
 
 fn upgrade(
@@ -221,7 +236,7 @@ fn upgrade(
 ) -> actix_web::Result<HttpResponse> {
     let slot = match admit(&req, state) {
         Ok(slot) => slot,
-        Err(refusal) => return Ok(refusal),
+        Err(refusal) => return Ok(refusal.response()),
     };
     let session = Session::new(state.shared.clone(), mode, slot);
     ws::WsResponseBuilder::new(session, &req, stream)
