@@ -27,6 +27,9 @@ if [[ ! -x /usr/bin/chromium ]]; then
   fi
 fi
 
+echo "== Autobahn conformance (scripts/autobahn.sh)"
+scripts/autobahn.sh "$WXHUB_BIN"
+
 for suite in tests/browser examples/miniprogram/test; do
   if [[ -f "$suite/package.json" ]]; then
     echo "== $suite"
