@@ -126,8 +126,9 @@ pub struct Config {
     #[arg(long, env = "WXHUB_RATE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_burst: u32,
 
-    /// Time a client has to send its whole HTTP handshake.
-    #[arg(long, env = "WXHUB_HANDSHAKE_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Time a client has to send its whole HTTP handshake (at least 1000: actix-http
+    /// measures it against a clock it refreshes only every 500 ms).
+    #[arg(long, env = "WXHUB_HANDSHAKE_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub handshake_timeout_ms: u64,
 
     /// Time the kernel may go without the client acknowledging data the hub sent

@@ -208,7 +208,11 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn handshake(addr: SocketAddr, path: &str) -> RawClient {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        RawClient::upgrade(TcpStream::connect(addr).await.unwrap(), addr, path).await
+    }
+
+    /// Does the handshake on a stream the caller connected (e.g. with small buffers).
+    pub async fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> RawClient {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -1,0 +1,436 @@
+// The demo page (templates/index.html) in a real Chromium, against the real hub binary.
+//
+//   cd tests/browser && npm ci && npm test
+//
+// Env: WXHUB_BIN (default <repo>/target/debug/wxhub), CHROMIUM_BIN (default
+// /usr/bin/chromium, Debian's package). Screenshots go to <repo>/target/browser-screenshots/.
+//
+// Every wait is for a DOM state or a process event, with a timeout; nothing sleeps.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..', '..');
+const HUB_BIN = path.resolve(repo, process.env.WXHUB_BIN || path.join('target', 'debug', 'wxhub'));
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const SHOTS = path.join(repo, 'target', 'browser-screenshots');
+
+const DESKTOP = { width: 1280, height: 860 };
+const PHONE = { width: 375, height: 812 };
+const WAIT = 10_000; // for any single expected state
+const RED = 'rgb(217, 54, 62)';   // --up by default (#d9363e)
+const GREEN = 'rgb(20, 150, 75)'; // --down by default (#14964b)
+
+/* ------------------------------------------------------------------------------------
+ * The hub process
+ * ---------------------------------------------------------------------------------- */
+
+/** A port that was free a moment ago, so the hub can be restarted on the same one. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+class HubProcess {
+  constructor(port, env = {}) {
+    this.port = port;
+    this.env = env;
+    this.child = null;
+    this.log = '';
+  }
+
+  get httpUrl() {
+    return `http://127.0.0.1:${this.port}/`;
+  }
+
+  /** Starts the hub and resolves once it logs that it is listening. */
+  start() {
+    const args = ['--bind', `127.0.0.1:${this.port}`, '--tick-ms', '200', '--seed', '42'];
+    const child = spawn(HUB_BIN, args, {
+      env: { ...process.env, RUST_LOG: 'info', ...this.env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.child = child;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => fail(new Error(`the hub did not start in ${WAIT} ms`)), WAIT);
+      const fail = (err) => {
+        clearTimeout(timer);
+        reject(new Error(`${err.message}\n--- hub log ---\n${this.log}`));
+      };
+      // e.g. no binary at HUB_BIN
+      child.on('error', (e) => fail(new Error(`cannot run ${HUB_BIN} (cargo build, or set WXHUB_BIN): ${e.message}`)));
+      child.on('exit', (code, signal) => fail(new Error(`the hub exited early (${code ?? signal})`)));
+      child.stderr.setEncoding('utf8');
+      child.stderr.on('data', (chunk) => {
+        this.log += chunk;
+        if (this.log.includes(`wxhub listening on http://127.0.0.1:${this.port}/`)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  }
+
+  /** Kills the hub like a crash (no goodbye to the clients) and waits for it to exit. */
+  async kill() {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/* ------------------------------------------------------------------------------------
+ * Browser helpers
+ * ---------------------------------------------------------------------------------- */
+
+let hub;
+let authHub; // started by the scenario that needs it
+let browser;
+const pageErrors = [];
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  hub = new HubProcess(await freePort());
+  // Whatever happens to this process, the hub does not outlive it.
+  process.on('exit', () => {
+    hub.child?.kill('SIGKILL');
+    authHub?.child?.kill('SIGKILL');
+  });
+  await hub.start();
+  try {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM_BIN,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  } catch (e) {
+    throw new Error(`cannot start Chromium at ${CHROMIUM_BIN} (apt-get install -y chromium, or set CHROMIUM_BIN)`, { cause: e });
+  }
+});
+
+after(async () => {
+  await browser?.close();
+  await hub?.kill();
+  await authHub?.kill();
+});
+
+/** Opens the demo in a fresh browser context (its own storage and network state). */
+async function openDemo(label, viewport = DESKTOP, query = '', server = hub) {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+  const page = await context.newPage();
+  page.label = label;
+  page.on('pageerror', (err) => pageErrors.push(`${label}: ${err.stack || err.message}`));
+  watchEvents(page);
+  await page.goto(server.httpUrl + query);
+  await waitState(page, 'open');
+  return page;
+}
+
+/** Lets a test see what the page sends and wait for what the hub sends it. */
+function watchEvents(page) {
+  page.eventWaiters = new Set();
+  page.sent = [];
+  page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => page.sent.push(JSON.parse(payload))));
+  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
+    let event;
+    try { event = JSON.parse(payload); } catch { return; }
+    for (const waiter of page.eventWaiters) {
+      if (waiter.match(event)) {
+        page.eventWaiters.delete(waiter);
+        waiter.resolve(event);
+      }
+    }
+  }));
+}
+
+/** The next hub event to `page` that `match`es. */
+function nextEvent(page, match, timeout = WAIT) {
+  return new Promise((resolve, reject) => {
+    const waiter = {
+      match,
+      resolve: (event) => { clearTimeout(timer); resolve(event); },
+    };
+    const timer = setTimeout(() => {
+      page.eventWaiters.delete(waiter);
+      reject(new Error(`${page.label}: no matching hub event in ${timeout} ms`));
+    }, timeout);
+    page.eventWaiters.add(waiter);
+  });
+}
+
+const waitState = (page, state, timeout = WAIT) =>
+  page.waitForSelector(`#status[data-state="${state}"]`, { state: 'attached', timeout });
+
+async function join(page, name) {
+  await page.fill('#name-input', name);
+  await page.click('#join-btn');
+  await page.waitForSelector('#me:not([hidden])', { timeout: WAIT });
+  assert.equal(await page.textContent('#me-name'), name);
+  // The first users reply follows the lobby subscription: once we are listed, presence
+  // events of later arrivals will reach this page.
+  await page.waitForSelector(`#users li[data-user="${name}"]`, { state: 'attached', timeout: WAIT });
+}
+
+/** Waits until the online list shows exactly `names` (sorted, as the hub sends them). */
+async function waitUsers(page, names) {
+  try {
+    await page.waitForFunction(
+      (want) => JSON.stringify([...document.querySelectorAll('#users li')].map((li) => li.dataset.user)) === want,
+      JSON.stringify(names), { timeout: WAIT });
+  } catch (e) {
+    const shown = await page.$$eval('#users li', (lis) => lis.map((li) => li.dataset.user));
+    throw new Error(`${page.label}: online list ${JSON.stringify(shown)}, expected ${JSON.stringify(names)}`, { cause: e });
+  }
+}
+
+async function send(page, mode, target, text) {
+  await page.selectOption('#send-mode', mode);
+  if (mode !== 'broadcast') await page.fill('#send-to', target);
+  await page.fill('#send-text', text);
+  await page.click('#send-btn');
+}
+
+/** The log entry of a received message. */
+const received = (page, kind, from, text) =>
+  page.locator(`#log li[data-dir="in"][data-kind="${kind}"][data-from="${from}"]`, { hasText: text });
+
+/** The delivery status of our own message. */
+const delivery = (page, text) =>
+  page.locator('#log li[data-dir="out"]', { hasText: text }).locator('.delivery');
+
+/** An HS256 join token, as an application's server would sign it (see src/auth.rs). */
+function joinToken(secret, name, ttlSeconds = 600) {
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub: name, exp: Math.floor(Date.now() / 1000) + ttlSeconds })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+const chart = (page) => page.$eval('#chart', (c) => ({
+  points: Number(c.dataset.points),
+  firstTs: Number(c.dataset.firstTs),
+  lastTs: Number(c.dataset.lastTs),
+  pixels: c.toDataURL(),
+}));
+
+const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+/** Runs a scenario; on failure, saves what each page showed and prints the hub's log. */
+function scenario(name, fn) {
+  test(name, { timeout: 60_000 }, async () => {
+    const pages = [];
+    const track = (page) => (pages.push(page), page);
+    try {
+      await fn(track);
+      assert.deepEqual(pageErrors, [], 'uncaught errors in the page');
+    } catch (err) {
+      for (const page of pages) {
+        if (!page.isClosed()) await shot(page, `FAILED-${page.label}`).catch(() => {});
+      }
+      console.error(`--- hub log (last 3000 chars) ---\n${hub.log.slice(-3000)}`);
+      throw err;
+    } finally {
+      for (const page of pages) await page.context().close().catch(() => {});
+    }
+  });
+}
+
+/* ------------------------------------------------------------------------------------
+ * Scenarios
+ * ---------------------------------------------------------------------------------- */
+
+scenario('two users chat: direct, group and broadcast messages, online list follows joins and leaves', async (track) => {
+  const alice = track(await openDemo('alice'));
+  const bob = track(await openDemo('bob'));
+  await join(alice, 'alice');
+  await join(bob, 'bob');
+  await waitUsers(alice, ['alice', 'bob']); // via alice's presence event for bob
+  await waitUsers(bob, ['alice', 'bob']);
+  const refreshed = nextEvent(alice, (ev) => ev.type === 'users');
+  await alice.click('#refresh-users');
+  assert.deepEqual((await refreshed).users, ['alice', 'bob']);
+
+  // Direct: alice picks bob from her online list.
+  await alice.click('#users li[data-user="bob"] button');
+  assert.equal(await alice.inputValue('#send-mode'), 'direct');
+  assert.equal(await alice.inputValue('#send-to'), 'bob');
+  await alice.fill('#send-text', 'hello bob');
+  await alice.click('#send-btn');
+  await received(bob, 'direct', 'alice', 'hello bob').waitFor({ timeout: WAIT });
+  await delivery(alice, 'hello bob').filter({ hasText: 'delivered to 1' }).waitFor({ timeout: WAIT });
+
+  // Group: bob subscribes room1; alice (not a member) publishes to it.
+  await bob.fill('#group-input', 'room1');
+  await bob.click('#subscribe-btn');
+  await bob.waitForSelector('#groups li[data-group="room1"][data-state="subscribed"]', { timeout: WAIT });
+  await send(alice, 'group', 'room1', 'hi room1');
+  const groupMessage = received(bob, 'group', 'alice', 'hi room1');
+  await groupMessage.waitFor({ timeout: WAIT });
+  assert.equal(await groupMessage.locator('.tag').textContent(), '#room1');
+
+  // Broadcast: alice gets it; bob's own copy (the hub echoes it) is shown once, not twice.
+  await send(bob, 'broadcast', '', 'hello everyone');
+  await received(alice, 'broadcast', 'bob', 'hello everyone').waitFor({ timeout: WAIT });
+  await delivery(bob, 'hello everyone').filter({ hasText: 'delivered to 2' }).waitFor({ timeout: WAIT });
+  assert.equal(await bob.locator('#log li', { hasText: 'hello everyone' }).count(), 1);
+
+  // Errors in plain words.
+  await send(alice, 'direct', 'nobody', 'anyone there?');
+  await alice.locator('#log li[data-kind="error"]', { hasText: 'That user is not online: nobody' }).waitFor({ timeout: WAIT });
+  await send(alice, 'group', 'stock', 'buy!');
+  await alice.locator('#log li[data-kind="error"]', { hasText: 'Stock groups are read-only' }).waitFor({ timeout: WAIT });
+
+  await shot(alice, 'chat-alice-desktop');
+  await shot(bob, 'chat-bob-desktop');
+
+  // bob closes his page: alice's list drops him (presence leave, then a users refresh).
+  await bob.context().close();
+  await waitUsers(alice, ['alice']);
+  await alice.locator('#log li[data-kind="system"]', { hasText: 'bob left' }).waitFor({ timeout: WAIT });
+});
+
+scenario('the stock chart fills from history, then moves with live quotes', async (track) => {
+  // A short heartbeat, to see it at work: the page pings and shows the round trip.
+  const page = track(await openDemo('stock-phone', PHONE, '?ping=300'));
+
+  // The `stock` snapshot fills the picker and charts its first symbol.
+  await page.waitForFunction(() => document.querySelectorAll('#symbol option').length === 6, null, { timeout: WAIT });
+  const symbols = await page.$$eval('#symbol option', (os) => os.map((o) => o.value));
+  assert.deepEqual(symbols, ['600519', '000001', '300750', '601318', '000858', '002594']);
+  assert.equal(await page.textContent('#stock-code'), '600519');
+  // A few ticks, so that every symbol has some history.
+  await page.waitForFunction(() => Number(document.querySelector('#chart').dataset.points) >= 4, null, { timeout: WAIT });
+
+  // Pick another symbol: the chart starts from the hub's history, not from an empty line.
+  const historyReply = nextEvent(page, (ev) => ev.type === 'history' && ev.symbol === '300750');
+  await page.selectOption('#symbol', '300750');
+  const history = await historyReply;
+  assert.ok(history.quotes.length >= 4, `history of ${history.quotes.length} quotes`);
+  await page.waitForFunction((ts) => Number(document.querySelector('#chart').dataset.firstTs) === ts,
+    history.quotes[0].ts, { timeout: WAIT });
+  assert.equal(await page.textContent('#stock-code'), '300750');
+  assert.equal(await page.textContent('#stock-name'), '宁德时代');
+
+  // Live quotes: the canvas pixels change, and so does the price text.
+  const before = await chart(page);
+  const priceBefore = await page.textContent('#price');
+  await page.waitForFunction((n) => Number(document.querySelector('#chart').dataset.points) >= n + 2,
+    before.points, { timeout: WAIT });
+  await page.waitForFunction((url) => document.querySelector('#chart').toDataURL() !== url, before.pixels, { timeout: WAIT });
+  await page.waitForFunction((p) => document.querySelector('#price').textContent !== p, priceBefore, { timeout: WAIT });
+  const afterQuotes = await chart(page);
+  assert.ok(afterQuotes.lastTs > before.lastTs);
+  assert.match(await page.textContent('#price'), /^\d+\.\d{2}$/);
+
+  // Colours: red up / green down by default, swapped by the toggle.
+  await page.waitForFunction(() => document.querySelector('#quote').dataset.dir !== 'flat', null, { timeout: WAIT });
+  const look = () => page.evaluate(() => ({
+    dir: document.querySelector('#quote').dataset.dir,
+    change: document.querySelector('#change').textContent,
+    colour: getComputedStyle(document.querySelector('#price')).color,
+  }));
+  let now = await look();
+  assert.equal(now.change.startsWith('+'), now.dir === 'up', `${now.change} shown as ${now.dir}`);
+  assert.equal(now.colour, now.dir === 'up' ? RED : GREEN);
+  await page.check('#color-swap');
+  now = await look();
+  assert.equal(now.colour, now.dir === 'up' ? GREEN : RED);
+  await page.uncheck('#color-swap');
+
+  await page.waitForFunction(() => /^ping \d+ ms$/.test(document.querySelector('#status-detail').textContent),
+    null, { timeout: WAIT });
+  assert.ok(page.sent.some((command) => command.type === 'ping'));
+
+  await join(page, '张三');
+  await shot(page, 'stock-phone');
+});
+
+scenario('the page reconnects after a hub restart and delivers what was typed meanwhile', async (track) => {
+  const carol = track(await openDemo('carol'));
+  const dave = track(await openDemo('dave'));
+  await join(carol, 'carol');
+  await join(dave, 'dave');
+  await dave.fill('#group-input', 'ops');
+  await dave.click('#subscribe-btn');
+  await dave.waitForSelector('#groups li[data-group="ops"][data-state="subscribed"]', { timeout: WAIT });
+  await waitUsers(carol, ['carol', 'dave']);
+  await waitUsers(dave, ['carol', 'dave']);
+
+  await hub.kill();
+  await waitState(carol, 'reconnecting');
+  await waitState(dave, 'reconnecting');
+
+  // carol is held offline until dave is back: the hub stores nothing for absent users, so
+  // her queued message needs dave online when it goes out.
+  await carol.context().setOffline(true);
+  await send(carol, 'direct', 'dave', 'typed while the hub was down');
+  await delivery(carol, 'typed while the hub was down').filter({ hasText: 'queued' }).waitFor({ timeout: WAIT });
+  assert.equal(await carol.textContent('#queue-count'), '1 queued');
+  await shot(carol, 'reconnect-carol-offline-desktop');
+
+  const restartedAt = Date.now();
+  await hub.start(); // same port
+  // dave reconnects by himself, re-joins, re-subscribes his group and the stock feed.
+  await waitState(dave, 'open');
+  await waitUsers(dave, ['dave']);
+  await dave.waitForSelector('#groups li[data-group="ops"][data-state="subscribed"]', { timeout: WAIT });
+  // Both stock groups were re-subscribed: `stock` ticks arrive, and the chart grows past
+  // the history it reloaded on reconnecting (which holds only the new hub's first quotes).
+  await nextEvent(dave, (ev) => ev.type === 'tick' && ev.ts > restartedAt);
+  await dave.waitForFunction((t) => Number(document.querySelector('#chart').dataset.lastTs) > t,
+    restartedAt, { timeout: WAIT });
+  const reloaded = await chart(dave);
+  await dave.waitForFunction((t) => Number(document.querySelector('#chart').dataset.lastTs) > t,
+    reloaded.lastTs, { timeout: WAIT });
+  await dave.locator('#log li[data-kind="system"]', { hasText: 'Rejoined as dave' }).waitFor({ timeout: WAIT });
+
+  await carol.context().setOffline(false);
+  await waitState(carol, 'open');
+  await received(dave, 'direct', 'carol', 'typed while the hub was down').waitFor({ timeout: WAIT });
+  await delivery(carol, 'typed while the hub was down').filter({ hasText: 'delivered to 1' }).waitFor({ timeout: WAIT });
+  assert.equal(await carol.textContent('#queue-count'), '');
+  await waitUsers(dave, ['carol', 'dave']);
+  await waitUsers(carol, ['carol', 'dave']);
+
+  await shot(carol, 'reconnect-carol-desktop');
+  await shot(dave, 'reconnect-dave-desktop');
+});
+
+scenario('on a hub that requires join tokens, the page sends the token and explains a refusal', async (track) => {
+  const secret = 'browser-test-secret';
+  authHub = new HubProcess(await freePort(), { WXHUB_AUTH_SECRET: secret });
+  await authHub.start();
+  const page = track(await openDemo('token', DESKTOP, '', authHub));
+
+  // No token: refused in plain words, and the form is usable again.
+  await page.fill('#name-input', 'erin');
+  await page.click('#join-btn');
+  await page.locator('#log li[data-kind="error"]', { hasText: 'Could not join: this hub requires a token' }).waitFor({ timeout: WAIT });
+  await page.waitForSelector('#join-btn:not([disabled])', { timeout: WAIT });
+
+  // A token signed for another name is refused too; the right one is accepted.
+  await page.fill('#token-input', joinToken(secret, 'frank'));
+  await page.click('#join-btn');
+  await page.locator('#log li[data-kind="error"]', { hasText: 'another name' }).waitFor({ timeout: WAIT });
+  await page.fill('#token-input', joinToken(secret, 'erin'));
+  await page.click('#join-btn');
+  await page.waitForSelector('#me:not([hidden])', { timeout: WAIT });
+  await waitUsers(page, ['erin']);
+  assert.ok(page.sent.some((c) => c.type === 'join' && c.name === 'erin' && c.token));
+});
