@@ -11,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,6 +107,8 @@ const pageErrors = [];
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
+  // Pictures of an earlier run's failures would only mislead.
+  for (const file of readdirSync(SHOTS)) if (file.startsWith('FAILED-')) rmSync(path.join(SHOTS, file));
   hub = new HubProcess(await freePort());
   // Whatever happens to this process, the hub does not outlive it.
   process.on('exit', () => {
@@ -433,4 +435,5 @@ scenario('on a hub that requires join tokens, the page sends the token and expla
   await page.waitForSelector('#me:not([hidden])', { timeout: WAIT });
   await waitUsers(page, ['erin']);
   assert.ok(page.sent.some((c) => c.type === 'join' && c.name === 'erin' && c.token));
+  await shot(page, 'token-desktop');
 });
