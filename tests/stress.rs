@@ -106,3 +106,66 @@ async fn chaos_around_a_chatting_pair() {
     assert_eq!(stats.queued_bytes, 0);
     hub.stop().await;
 }
+
+#[actix_web::test]
+async fn acks_count_exactly_the_sessions_that_received() {
+    const RECEIVERS: usize = 40;
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 25;
+    let hub = TestHub::start(config());
+    let mut receivers = Vec::new();
+    for i in 0..RECEIVERS {
+        // Every fourth receiver is a second session of the same user.
+        let name = if i % 4 == 3 {
+            format!("r{}", i - 1)
+        } else {
+            format!("r{i}")
+        };
+        let mut c = hub.joined(&name).await;
+        c.request(json!({"type":"subscribe","group":"count"})).await;
+        receivers.push(c);
+    }
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        publishers.push(hub.joined(&format!("p{p}")).await);
+    }
+    // Publishers publish concurrently; receivers count what they get.
+    let publishing: Vec<_> = publishers
+        .into_iter()
+        .map(|mut p| {
+            actix_web::rt::spawn(async move {
+                let mut delivered = 0;
+                for n in 0..EACH {
+                    p.send_json(json!({"type":"publish","group":"count","body":n}))
+                        .await;
+                    delivered += p.expect(|v| v["type"] == "ack").await["delivered"]
+                        .as_u64()
+                        .unwrap();
+                }
+                (delivered, p)
+            })
+        })
+        .collect();
+    let receiving: Vec<_> = receivers
+        .into_iter()
+        .map(|mut r| {
+            actix_web::rt::spawn(async move {
+                for _ in 0..PUBLISHERS * EACH {
+                    r.expect(|v| v["kind"] == "group").await;
+                }
+                r
+            })
+        })
+        .collect();
+    let mut acked = 0;
+    for p in publishing {
+        acked += p.await.unwrap().0;
+    }
+    for r in receiving {
+        r.await.unwrap();
+    }
+    // Each receiver got every message (or `expect` would have timed out), so the acks
+    // must add up to exactly receivers x messages.
+    assert_eq!(acked, (RECEIVERS * PUBLISHERS * EACH) as u64);
+    hub.stop().await;
+}
