@@ -1,0 +1,32 @@
+// The one place that says where the hub is and how the socket behaves.
+//
+// In WeChat DevTools, with "不校验合法域名" (do not check domain names) ticked, a local
+// hub works: ws://127.0.0.1:8080/ws. On a phone, and in any published mini-program,
+// the URL must be wss:// on a domain listed under "socket合法域名" in the mini-program
+// console (see README.md).
+module.exports = {
+  hubUrl: 'ws://127.0.0.1:8080/ws',
+
+  // Application-level heartbeat: a mini-program cannot send WebSocket pings, and the hub
+  // drops a client it has not heard from for 30 s, so ping well inside that.
+  heartbeatMs: 20000,
+
+  // A socket that has not opened by then is given up and tried again (a hung handshake
+  // on a flaky mobile network would otherwise never report anything).
+  connectTimeoutMs: 10000,
+
+  // Reconnect backoff: the first retry is quick (the usual cause is a blip), then the
+  // delay doubles up to the cap. Each delay gets random jitter so that a thousand phones
+  // do not all come back in the same millisecond after the hub restarts.
+  reconnectBaseMs: 500,
+  reconnectMaxMs: 30000,
+
+  // How long a request waits for its reply before it is rejected with `timeout`.
+  requestTimeoutMs: 10000,
+
+  // Commands sent while the socket is down wait in a queue of at most this many.
+  maxQueued: 100,
+
+  // The chat room every chat page joins; its members are the "online" list.
+  chatRoom: 'lobby',
+};
