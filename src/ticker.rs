@@ -232,3 +232,81 @@ impl Handler<IsRunning> for Ticker {
         self.timer.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::market::default_symbols;
+
+    /// Stands in for the hub: records every fan-out the ticker asks for.
+    struct Recorder(Arc<Mutex<Vec<Fanout>>>);
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+    impl Handler<Fanout> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: Fanout, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg);
+        }
+    }
+
+    fn market() -> Market {
+        Market {
+            model: ModelConfig {
+                symbols: default_symbols(),
+                seed: Some(3),
+                history: 10,
+                daily_limit: Some(0.1),
+            },
+            tick: Duration::from_secs(3600),
+        }
+    }
+
+    #[actix::test]
+    async fn one_frame_per_watched_group_per_tick() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hub = Recorder(seen.clone()).start();
+        let ticker = Ticker::new(market(), hub.clone().recipient()).start();
+        let watch = |group: &str, watched| Watch {
+            group: Arc::from(group),
+            watched,
+        };
+        ticker.send(Advance).await.unwrap();
+        // Make sure anything sent reached the recorder before looking.
+        let settle = || async {
+            hub.send(Fanout {
+                group: Arc::from("-"),
+                frame: Default::default(),
+            })
+            .await
+            .unwrap();
+            let mut seen = seen.lock().unwrap();
+            let groups: Vec<String> = seen
+                .drain(..)
+                .map(|f| f.group.to_string())
+                .filter(|g| g != "-")
+                .collect();
+            groups
+        };
+        assert!(
+            settle().await.is_empty(),
+            "nothing is sent while nobody watches"
+        );
+        ticker.send(watch("stock", true)).await.unwrap();
+        ticker.send(watch("stock.600519", true)).await.unwrap();
+        ticker.send(watch(CLASSIC_FEED, true)).await.unwrap();
+        assert!(ticker.send(IsRunning).await.unwrap());
+        ticker.send(Advance).await.unwrap();
+        let mut groups = settle().await;
+        groups.sort();
+        assert_eq!(groups, [CLASSIC_FEED, "stock", "stock.600519"]);
+        ticker.send(watch("stock", false)).await.unwrap();
+        ticker.send(watch(CLASSIC_FEED, false)).await.unwrap();
+        ticker.send(Advance).await.unwrap();
+        assert_eq!(settle().await, ["stock.600519"]);
+        ticker.send(watch("stock.600519", false)).await.unwrap();
+        assert!(!ticker.send(IsRunning).await.unwrap());
+    }
+}
