@@ -5,7 +5,7 @@
 //! client in the order the hub produced them. Each outgoing event is serialized once;
 //! every recipient gets the same shared bytes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -20,6 +20,9 @@ use crate::protocol::{
     encode, is_stock_group, legacy_groups, now_ms, valid_group, Event, Kind, RequestId,
 };
 use crate::ticker::{self, Market, Ticker};
+
+/// Most names one `users` reply lists; `count` always has the total.
+pub const MAX_LISTED_USERS: usize = 1000;
 
 /// Who sent a command, and the `id` its reply echoes.
 #[derive(Debug, Clone)]
@@ -105,6 +108,13 @@ pub struct ListUsers {
     pub group: Option<String>,
 }
 
+/// `ping`: answered through the hub so that `pong` keeps its place among the replies.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping {
+    pub caller: Caller,
+}
+
 /// The classic text `stock`: the six-number feed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -121,12 +131,13 @@ pub struct ShowHistory {
     pub limit: Option<usize>,
 }
 
-/// Frames the ticker made once for every member of one of its groups.
+/// One tick from the ticker: the frame for each of its groups, made once. The hub
+/// delivers each to the group's members and keeps it as the group's snapshot, which a new
+/// subscriber gets right after `subscribed`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Fanout {
-    pub group: Arc<str>,
-    pub frame: ByteString,
+pub struct DeliverTick {
+    pub frames: Vec<(Arc<str>, ByteString)>,
 }
 
 /// The hub is shutting down: close every session with 1001 and refuse new ones.
@@ -150,7 +161,7 @@ pub struct Stats {
     pub sessions: usize,
     pub users: usize,
     pub groups: usize,
-    /// Bytes waiting in all outboxes.
+    /// Bytes waiting in all outboxes of the pool.
     pub queued_bytes: usize,
     /// Sessions closed because their outbox passed its bound.
     pub slow_consumers: usize,
@@ -171,25 +182,26 @@ pub struct Hub {
     market: Option<Market>,
     /// Started with the hub, on the same thread, when there is a market.
     ticker: Option<Addr<Ticker>>,
-    /// Bytes queued in every outbox, shared with the outboxes that add to it.
-    queued: Arc<AtomicUsize>,
+    /// The latest frame of each ticker group: the snapshot for new subscribers.
+    snapshots: HashMap<Arc<str>, ByteString>,
     slow_consumers: usize,
-    /// Sessions whose outbox overflowed during the current handler; reused to avoid
-    /// allocating per fan-out.
-    slow: Vec<SessionId>,
+    /// Sessions whose outbox refused a frame during the current handler (closed, or
+    /// past its bound); reused to avoid allocating per fan-out, and emptied by
+    /// [`Hub::drop_unreachable`] at the end of every handler.
+    unreachable: Vec<SessionId>,
     /// Set by [`Shutdown`]: sessions that connect later are closed at once.
     shutting_down: bool,
 }
 
 impl Hub {
-    pub fn new(config: HubConfig, queued: Arc<AtomicUsize>) -> Self {
+    pub fn new(config: HubConfig) -> Self {
         Hub {
             pool: Pool::new(config.max_groups),
             market: config.market,
             ticker: None,
-            queued,
+            snapshots: HashMap::new(),
             slow_consumers: 0,
-            slow: Vec::new(),
+            unreachable: Vec::new(),
             shutting_down: false,
         }
     }
@@ -198,7 +210,7 @@ impl Hub {
     fn send_to(&mut self, session: SessionId, frame: &ByteString) {
         if let Some(entry) = self.pool.session(session) {
             if !entry.outbox.push(frame) {
-                self.slow.push(session);
+                self.unreachable.push(session);
             }
         }
     }
@@ -217,37 +229,43 @@ impl Hub {
         self.send_to(caller.session, &frame);
     }
 
-    /// Delivers a frame to every session in `targets`; returns how many took it. Sessions
-    /// whose outbox overflowed are noted in `slow` and removed by [`Hub::drop_slow`].
+    /// Delivers a frame to every session in `targets`; returns how many took it. The
+    /// others are noted in `unreachable`.
     fn deliver<'a>(
         targets: impl Iterator<Item = (SessionId, &'a Arc<Outbox>)>,
         frame: &ByteString,
-        slow: &mut Vec<SessionId>,
+        unreachable: &mut Vec<SessionId>,
     ) -> usize {
         let mut delivered = 0;
         for (id, outbox) in targets {
             if outbox.push(frame) {
                 delivered += 1;
             } else {
-                slow.push(id);
+                unreachable.push(id);
             }
         }
         delivered
     }
 
-    /// Removes the sessions that fell behind; their outboxes already close them.
-    fn drop_slow(&mut self) {
-        while let Some(id) = self.slow.pop() {
-            if let Some(entry) = self.pool.session(id) {
-                if entry.outbox.close_reason() == Some(CloseReason::SlowConsumer) {
-                    log::info!("session {id} closed: slow consumer");
-                    self.slow_consumers += 1;
-                }
-                entry.outbox.close(CloseReason::SlowConsumer);
-                let changes = self.pool.disconnect(id);
-                self.announce(changes);
-            }
+    /// Removes the sessions whose outbox refused a frame: they are closing (the outbox
+    /// tells the session why), and must leave their user and groups now.
+    fn drop_unreachable(&mut self) {
+        while let Some(id) = self.unreachable.pop() {
+            self.remove(id);
         }
+    }
+
+    /// Removes one session from the pool and announces what that changed.
+    fn remove(&mut self, id: SessionId) {
+        let Some(entry) = self.pool.session(id) else {
+            return;
+        };
+        if entry.outbox.close_reason() == Some(CloseReason::SlowConsumer) {
+            log::info!("session {id} closed: slow consumer");
+            self.slow_consumers += 1;
+        }
+        let changes = self.pool.disconnect(id);
+        self.announce(changes);
     }
 
     /// Tells presence watchers and the ticker what membership changes did.
@@ -260,14 +278,14 @@ impl Hub {
                         event: *event,
                         name,
                     });
-                    Self::deliver(group.watchers(), &frame, &mut self.slow);
+                    Self::deliver(group.watchers(), &frame, &mut self.unreachable);
                 }
             }
-            if change.sessions <= 1 && ticker::is_ticker_group(&change.group) {
+            if (change.first || change.last) && ticker::is_ticker_group(&change.group) {
                 if let Some(t) = &self.ticker {
                     t.do_send(ticker::Watch {
                         group: change.group.clone(),
-                        watched: change.sessions == 1,
+                        watched: change.first,
                     });
                 }
             }
@@ -319,17 +337,13 @@ impl Hub {
         Ok(())
     }
 
+    /// Announces an arrival and, in a ticker group, sends the snapshot right behind the
+    /// `subscribed` reply, so nothing of the feed can come between them.
     fn after_subscribe(&mut self, session: SessionId, change: GroupChange) {
-        let group = change.group.clone();
-        self.announce(vec![change]);
-        if let (Some(t), Some(entry)) = (&self.ticker, self.pool.session(session)) {
-            if ticker::is_ticker_group(&group) {
-                t.do_send(ticker::Snapshot {
-                    group,
-                    outbox: entry.outbox.clone(),
-                });
-            }
+        if let Some(frame) = self.snapshots.get(&change.group).cloned() {
+            self.send_to(session, &frame);
         }
+        self.announce(vec![change]);
     }
 }
 
@@ -337,8 +351,6 @@ impl Actor for Hub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Mailboxes of actors are unbounded for `do_send`; the hub's capacity only matters
-        // for `send`, which sessions do not use.
         if let Some(market) = self.market.clone() {
             let hub = ctx.address().recipient();
             self.ticker = Some(Ticker::new(market, hub).start());
@@ -361,17 +373,25 @@ impl Handler<Shutdown> for Hub {
     type Result = ();
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
         self.shutting_down = true;
-        let n = self.pool.close_all(CloseReason::Shutdown);
-        log::info!("shutting down: closing {n} sessions with 1001");
+        let outboxes = self.pool.take_all();
+        log::info!(
+            "shutting down: closing {} sessions with 1001",
+            outboxes.len()
+        );
+        for outbox in outboxes {
+            outbox.close(CloseReason::Shutdown);
+        }
+        if let Some(t) = self.ticker.take() {
+            t.do_send(ticker::Stop);
+        }
     }
 }
 
 impl Handler<Disconnect> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
-        let changes = self.pool.disconnect(msg.session);
-        self.announce(changes);
-        self.drop_slow();
+        self.remove(msg.session);
+        self.drop_unreachable();
     }
 }
 
@@ -380,7 +400,7 @@ impl Handler<Join> for Hub {
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
         let caller = &msg.caller;
         match self.pool.join(caller.session, &msg.name, msg.grant) {
-            Ok(name) => {
+            Ok((name, changes)) => {
                 self.reply(
                     caller,
                     &Event::Joined {
@@ -389,9 +409,11 @@ impl Handler<Join> for Hub {
                         session: caller.session,
                     },
                 );
+                self.announce(changes);
                 if msg.classic {
                     for group in legacy_groups(&msg.name) {
-                        // Errors here (too many groups) are not the classic client's to handle.
+                        // Errors here (too many groups, a token that does not allow the
+                        // group) are not the classic client's to handle: skip the group.
                         if let Ok((change, _)) = self.pool.subscribe(caller.session, group, false) {
                             self.announce(vec![change]);
                         }
@@ -400,7 +422,7 @@ impl Handler<Join> for Hub {
             }
             Err(e) => self.fail(caller, e),
         }
-        self.drop_slow();
+        self.drop_unreachable();
     }
 }
 
@@ -408,33 +430,34 @@ impl Handler<SendDirect> for Hub {
     type Result = ();
     fn handle(&mut self, msg: SendDirect, _: &mut Context<Self>) {
         let caller = &msg.caller;
-        let Some(from) = self.joined(caller) else {
-            return self.drop_slow();
-        };
-        let Some(targets) = self.pool.user_outboxes(&msg.to) else {
-            self.fail(
-                caller,
-                ReplyError::new(ErrorCode::NotFound, format!("{} is not online", msg.to)),
-            );
-            return self.drop_slow();
-        };
-        let frame = encode(&Event::Message {
-            kind: Kind::Direct,
-            from: &from,
-            to: Some(&msg.to),
-            group: None,
-            body: &msg.body,
-            ts: now_ms(),
-        });
-        let delivered = Self::deliver(targets, &frame, &mut self.slow);
-        self.reply(
-            caller,
-            &Event::Ack {
-                id: caller.id.as_ref(),
-                delivered,
-            },
-        );
-        self.drop_slow();
+        if let Some(from) = self.joined(caller) {
+            let unreachable = &mut self.unreachable;
+            let delivered = self.pool.user_outboxes(&msg.to).map(|targets| {
+                let frame = encode(&Event::Message {
+                    kind: Kind::Direct,
+                    from: &from,
+                    to: Some(&msg.to),
+                    group: None,
+                    body: &msg.body,
+                    ts: now_ms(),
+                });
+                Self::deliver(targets, &frame, unreachable)
+            });
+            match delivered {
+                Some(delivered) => self.reply(
+                    caller,
+                    &Event::Ack {
+                        id: caller.id.as_ref(),
+                        delivered,
+                    },
+                ),
+                None => self.fail(
+                    caller,
+                    ReplyError::new(ErrorCode::NotFound, format!("{} is not online", msg.to)),
+                ),
+            }
+        }
+        self.drop_unreachable();
     }
 }
 
@@ -451,7 +474,8 @@ impl Handler<Broadcast> for Hub {
                 body: &msg.body,
                 ts: now_ms(),
             });
-            let delivered = Self::deliver(self.pool.joined_outboxes(), &frame, &mut self.slow);
+            let delivered =
+                Self::deliver(self.pool.joined_outboxes(), &frame, &mut self.unreachable);
             self.reply(
                 caller,
                 &Event::Ack {
@@ -460,7 +484,7 @@ impl Handler<Broadcast> for Hub {
                 },
             );
         }
-        self.drop_slow();
+        self.drop_unreachable();
     }
 }
 
@@ -470,7 +494,7 @@ impl Handler<Subscribe> for Hub {
         if let Err(e) = self.subscribe(&msg.caller, &msg.group, msg.presence) {
             self.fail(&msg.caller, e);
         }
-        self.drop_slow();
+        self.drop_unreachable();
     }
 }
 
@@ -497,7 +521,7 @@ impl Handler<Unsubscribe> for Hub {
                 },
             );
         }
-        self.drop_slow();
+        self.drop_unreachable();
     }
 }
 
@@ -505,45 +529,50 @@ impl Handler<Publish> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         let caller = &msg.caller;
-        let Some(from) = self.joined(caller) else {
-            return self.drop_slow();
-        };
-        if !valid_group(&msg.group) {
-            self.fail(
-                caller,
-                ReplyError::new(ErrorCode::InvalidGroup, "not a valid group name"),
-            );
-        } else if is_stock_group(&msg.group) {
-            self.fail(
-                caller,
-                ReplyError::new(ErrorCode::Forbidden, "stock groups are read-only"),
-            );
-        } else if let Err(e) = self.pool.may_publish(caller.session, &msg.group) {
-            self.fail(caller, e);
-        } else {
-            let delivered = match self.pool.group(&msg.group) {
-                Some(group) => {
-                    let frame = encode(&Event::Message {
-                        kind: Kind::Group,
-                        from: &from,
-                        to: None,
-                        group: Some(&msg.group),
-                        body: &msg.body,
-                        ts: now_ms(),
-                    });
-                    Self::deliver(group.outboxes(), &frame, &mut self.slow)
-                }
-                None => 0,
-            };
-            self.reply(
-                caller,
-                &Event::Ack {
-                    id: caller.id.as_ref(),
-                    delivered,
-                },
-            );
+        let checked = self.pool.joined_name(caller.session).and_then(|from| {
+            if !valid_group(&msg.group) {
+                Err(ReplyError::new(
+                    ErrorCode::InvalidGroup,
+                    "not a valid group name",
+                ))
+            } else if is_stock_group(&msg.group) {
+                Err(ReplyError::new(
+                    ErrorCode::Forbidden,
+                    "stock groups are read-only",
+                ))
+            } else {
+                self.pool
+                    .check_grant(caller.session, &msg.group)
+                    .map(|()| from)
+            }
+        });
+        match checked {
+            Ok(from) => {
+                let delivered = match self.pool.group(&msg.group) {
+                    Some(group) => {
+                        let frame = encode(&Event::Message {
+                            kind: Kind::Group,
+                            from: &from,
+                            to: None,
+                            group: Some(&msg.group),
+                            body: &msg.body,
+                            ts: now_ms(),
+                        });
+                        Self::deliver(group.outboxes(), &frame, &mut self.unreachable)
+                    }
+                    None => 0,
+                };
+                self.reply(
+                    caller,
+                    &Event::Ack {
+                        id: caller.id.as_ref(),
+                        delivered,
+                    },
+                );
+            }
+            Err(e) => self.fail(caller, e),
         }
-        self.drop_slow();
+        self.drop_unreachable();
     }
 }
 
@@ -551,58 +580,70 @@ impl Handler<ListUsers> for Hub {
     type Result = ();
     fn handle(&mut self, msg: ListUsers, _: &mut Context<Self>) {
         let caller = &msg.caller;
-        if self.joined(caller).is_some() {
-            let frame = match msg.group.as_deref() {
-                Some(g) if !valid_group(g) => {
-                    self.fail(
-                        caller,
-                        ReplyError::new(ErrorCode::InvalidGroup, "not a valid group name"),
-                    );
-                    None
-                }
-                Some(g) => Some(encode(&Event::Users {
-                    id: caller.id.as_ref(),
-                    group: Some(g),
-                    users: self
-                        .pool
-                        .group(g)
-                        .map(|group| group.user_names())
-                        .unwrap_or_default(),
-                })),
-                None => Some(encode(&Event::Users {
+        let listed = self.pool.joined_name(caller.session).and_then(|_| {
+            let Some(g) = msg.group.as_deref() else {
+                return Ok(encode(&Event::Users {
                     id: caller.id.as_ref(),
                     group: None,
-                    users: self.pool.user_names(),
-                })),
+                    users: self.pool.user_names(MAX_LISTED_USERS),
+                    count: self.pool.sizes().1,
+                }));
             };
-            if let Some(frame) = frame {
-                self.send_to(caller.session, &frame);
+            if !valid_group(g) {
+                return Err(ReplyError::new(
+                    ErrorCode::InvalidGroup,
+                    "not a valid group name",
+                ));
             }
+            self.pool.check_grant(caller.session, g)?;
+            let group = self.pool.group(g);
+            Ok(encode(&Event::Users {
+                id: caller.id.as_ref(),
+                group: Some(g),
+                users: group.map_or_else(Vec::new, |g| g.user_names(MAX_LISTED_USERS)),
+                count: group.map_or(0, |g| g.user_count()),
+            }))
+        });
+        match listed {
+            Ok(frame) => self.send_to(caller.session, &frame),
+            Err(e) => self.fail(caller, e),
         }
-        self.drop_slow();
+        self.drop_unreachable();
+    }
+}
+
+impl Handler<Ping> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Ping, _: &mut Context<Self>) {
+        self.reply(
+            &msg.caller,
+            &Event::Pong {
+                id: msg.caller.id.as_ref(),
+            },
+        );
+        self.drop_unreachable();
     }
 }
 
 impl Handler<SubscribeClassicFeed> for Hub {
     type Result = ();
     fn handle(&mut self, msg: SubscribeClassicFeed, _: &mut Context<Self>) {
-        if self.ticker.is_none() {
-            return;
+        if self.ticker.is_some() {
+            match self
+                .pool
+                .subscribe_internal(msg.session, ticker::CLASSIC_FEED)
+            {
+                Ok((change, _)) => self.after_subscribe(msg.session, change),
+                Err(e) => self.fail(
+                    &Caller {
+                        session: msg.session,
+                        id: None,
+                    },
+                    e,
+                ),
+            }
         }
-        match self
-            .pool
-            .subscribe_internal(msg.session, ticker::CLASSIC_FEED)
-        {
-            Ok((change, _)) => self.after_subscribe(msg.session, change),
-            Err(e) => self.fail(
-                &Caller {
-                    session: msg.session,
-                    id: None,
-                },
-                e,
-            ),
-        }
-        self.drop_slow();
+        self.drop_unreachable();
     }
 }
 
@@ -616,25 +657,26 @@ impl Handler<ShowHistory> for Hub {
                 limit: msg.limit,
                 outbox: entry.outbox.clone(),
             }),
-            (None, Some(_)) => {
-                self.fail(
-                    &msg.caller,
-                    ReplyError::new(ErrorCode::NotFound, "this hub runs no ticker"),
-                );
-                self.drop_slow();
-            }
+            (None, Some(_)) => self.fail(
+                &msg.caller,
+                ReplyError::new(ErrorCode::NotFound, "this hub runs no ticker"),
+            ),
             _ => {}
         }
+        self.drop_unreachable();
     }
 }
 
-impl Handler<Fanout> for Hub {
+impl Handler<DeliverTick> for Hub {
     type Result = ();
-    fn handle(&mut self, msg: Fanout, _: &mut Context<Self>) {
-        if let Some(group) = self.pool.group(&msg.group) {
-            Self::deliver(group.outboxes(), &msg.frame, &mut self.slow);
+    fn handle(&mut self, msg: DeliverTick, _: &mut Context<Self>) {
+        for (group, frame) in msg.frames {
+            if let Some(members) = self.pool.group(&group) {
+                Self::deliver(members.outboxes(), &frame, &mut self.unreachable);
+            }
+            self.snapshots.insert(group, frame);
         }
-        self.drop_slow();
+        self.drop_unreachable();
     }
 }
 
@@ -653,7 +695,7 @@ impl Handler<GetStats> for Hub {
             sessions,
             users,
             groups,
-            queued_bytes: self.queued.load(Ordering::Relaxed),
+            queued_bytes: self.pool.queued_bytes(),
             slow_consumers: self.slow_consumers,
         }
     }

@@ -4,13 +4,12 @@
 //! is a reference-count bump, not a copy) into each recipient's [`Outbox`], and wakes the
 //! session with one [`Wake`] message only when the queue goes from empty to non-empty: a
 //! session that is behind drains everything queued in one go, and actix-http writes those
-//! frames with one syscall. The queue is bounded in bytes; a push past the bound empties
+//! frames together. The queue is bounded in bytes; a push past the bound empties
 //! it, marks the outbox closed as a slow consumer, and reports the failure, so the
 //! hub's memory cannot grow without bound behind a client that stopped reading.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -28,10 +27,9 @@ pub struct Outbox {
     queue: Mutex<Queue>,
     /// How the session is woken; a `Recipient` so unit tests can stand in a recorder.
     notify: Recipient<Wake>,
-    /// The most bytes that may wait in the queue.
+    /// The most bytes that may wait in the queue (one frame is always taken into an
+    /// empty queue, so a frame bigger than the bound is not by itself a reason to close).
     limit: usize,
-    /// Bytes queued in all outboxes together; exposed for tests and metrics.
-    total: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -45,20 +43,12 @@ struct Queue {
     closed: Option<CloseReason>,
 }
 
-/// What a session takes out of its outbox in one drain.
-#[derive(Default)]
-pub struct Drained {
-    pub frames: VecDeque<ByteString>,
-    pub close: Option<CloseReason>,
-}
-
 impl Outbox {
-    pub fn new(notify: Recipient<Wake>, limit: usize, total: Arc<AtomicUsize>) -> Self {
+    pub fn new(notify: Recipient<Wake>, limit: usize) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
             notify,
             limit,
-            total,
         }
     }
 
@@ -69,54 +59,65 @@ impl Outbox {
     }
 
     /// Queues a frame. Returns false if the outbox is closed or the frame would pass the
-    /// byte bound; in the latter case the outbox closes as a slow consumer.
+    /// byte bound; in the latter case the queue is dropped and the outbox closes as a
+    /// slow consumer.
     pub fn push(&self, frame: &ByteString) -> bool {
-        let mut q = self.lock();
-        if q.closed.is_some() {
-            return false;
+        let (accepted, wake) = {
+            let mut q = self.lock();
+            if q.closed.is_some() {
+                return false;
+            }
+            let accepted = q.bytes == 0 || q.bytes + frame.len() <= self.limit;
+            if accepted {
+                q.bytes += frame.len();
+                q.frames.push_back(frame.clone());
+            } else {
+                q.frames = VecDeque::new();
+                q.bytes = 0;
+                q.closed = Some(CloseReason::SlowConsumer);
+            }
+            (accepted, !std::mem::replace(&mut q.woken, true))
+        };
+        // Sent outside the lock: it allocates, and the session may be draining.
+        if wake {
+            self.notify.do_send(Wake);
         }
-        if q.bytes + frame.len() > self.limit {
-            self.total.fetch_sub(q.bytes, Ordering::Relaxed);
-            q.frames = VecDeque::new();
-            q.bytes = 0;
-            q.closed = Some(CloseReason::SlowConsumer);
-            self.wake(&mut q);
-            return false;
-        }
-        q.bytes += frame.len();
-        self.total.fetch_add(frame.len(), Ordering::Relaxed);
-        q.frames.push_back(frame.clone());
-        self.wake(&mut q);
-        true
+        accepted
     }
 
     /// Closes the outbox: no more frames are taken, and the session closes with `reason`
     /// once it has written what is already queued.
     pub fn close(&self, reason: CloseReason) {
-        let mut q = self.lock();
-        if q.closed.is_none() {
+        let wake = {
+            let mut q = self.lock();
+            if q.closed.is_some() {
+                return;
+            }
             q.closed = Some(reason);
-            self.wake(&mut q);
-        }
-    }
-
-    fn wake(&self, q: &mut Queue) {
-        if !q.woken {
-            q.woken = true;
+            !std::mem::replace(&mut q.woken, true)
+        };
+        if wake {
             self.notify.do_send(Wake);
         }
     }
 
-    /// Takes everything queued, and the close reason if there is one.
-    pub fn drain(&self) -> Drained {
+    /// Swaps everything queued into `out` (which must be empty, and keeps its capacity
+    /// for the next push: a session that drains steadily allocates nothing), and returns
+    /// the close reason if there is one.
+    pub fn drain_into(&self, out: &mut VecDeque<ByteString>) -> Option<CloseReason> {
+        debug_assert!(out.is_empty());
         let mut q = self.lock();
         q.woken = false;
-        self.total.fetch_sub(q.bytes, Ordering::Relaxed);
         q.bytes = 0;
-        Drained {
-            frames: std::mem::take(&mut q.frames),
-            close: q.closed,
-        }
+        std::mem::swap(&mut q.frames, out);
+        q.closed
+    }
+
+    /// Takes everything queued (tests and shutdown paths; sessions use `drain_into`).
+    pub fn drain(&self) -> (VecDeque<ByteString>, Option<CloseReason>) {
+        let mut frames = VecDeque::new();
+        let close = self.drain_into(&mut frames);
+        (frames, close)
     }
 
     /// Bytes waiting in this outbox.
@@ -132,6 +133,9 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
 
     /// Counts wake-ups.
@@ -149,30 +153,39 @@ mod tests {
     #[actix::test]
     async fn wakes_once_per_batch_and_bounds_bytes() {
         let wakes = Arc::new(AtomicUsize::new(0));
-        let total = Arc::new(AtomicUsize::new(0));
         let addr = Counter(wakes.clone()).start();
-        let outbox = Outbox::new(addr.clone().recipient(), 10, total.clone());
+        let outbox = Outbox::new(addr.clone().recipient(), 10);
         let frame = ByteString::from_static("abcd");
         assert!(outbox.push(&frame));
         assert!(outbox.push(&frame));
         assert_eq!(outbox.queued_bytes(), 8);
-        assert_eq!(total.load(Ordering::SeqCst), 8);
-        let drained = outbox.drain();
-        assert_eq!(drained.frames.len(), 2);
-        assert_eq!(drained.close, None);
-        assert_eq!(total.load(Ordering::SeqCst), 0);
+        let mut out = VecDeque::new();
+        assert_eq!(outbox.drain_into(&mut out), None);
+        assert_eq!(out.len(), 2);
+        assert_eq!(outbox.queued_bytes(), 0);
+        out.clear();
         assert!(outbox.push(&frame));
         assert!(outbox.push(&frame));
         // 12 bytes would pass the bound of 10: the outbox empties and closes.
         assert!(!outbox.push(&frame));
         assert_eq!(outbox.close_reason(), Some(CloseReason::SlowConsumer));
-        assert_eq!(total.load(Ordering::SeqCst), 0);
+        assert_eq!(outbox.queued_bytes(), 0);
         assert!(!outbox.push(&frame));
-        let drained = outbox.drain();
-        assert!(drained.frames.is_empty());
-        assert_eq!(drained.close, Some(CloseReason::SlowConsumer));
-        // Two batches, two wake-ups; make sure both arrived.
+        let (frames, close) = outbox.drain();
+        assert!(frames.is_empty());
+        assert_eq!(close, Some(CloseReason::SlowConsumer));
+        // Two batches, two wake-ups; the probe `send` below makes it three once both
+        // wake-ups have been handled.
         addr.send(Wake).await.unwrap();
         assert_eq!(wakes.load(Ordering::SeqCst), 3);
+    }
+
+    #[actix::test]
+    async fn an_empty_outbox_takes_one_frame_bigger_than_the_bound() {
+        let addr = Counter(Arc::new(AtomicUsize::new(0))).start();
+        let outbox = Outbox::new(addr.recipient(), 10);
+        assert!(outbox.push(&ByteString::from("x".repeat(50))));
+        assert!(!outbox.push(&ByteString::from_static("y")));
+        assert_eq!(outbox.close_reason(), Some(CloseReason::SlowConsumer));
     }
 }

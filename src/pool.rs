@@ -50,10 +50,6 @@ impl Group {
         self.users.len() + self.anonymous
     }
 
-    pub fn session_count(&self) -> usize {
-        self.members.len()
-    }
-
     /// Every member session's outbox.
     pub fn outboxes(&self) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
         self.members.iter().map(|(id, m)| (*id, &m.outbox))
@@ -67,12 +63,22 @@ impl Group {
             .map(|(id, m)| (*id, &m.outbox))
     }
 
-    /// Names of the users in the group, sorted.
-    pub fn user_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.users.keys().map(|n| &**n).collect();
-        names.sort_unstable();
-        names
+    /// Names of the users in the group, sorted; at most `max`.
+    pub fn user_names(&self, max: usize) -> Vec<&str> {
+        sorted_names(self.users.keys(), max)
     }
+
+    /// Distinct users in the group.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+}
+
+fn sorted_names<'a>(names: impl Iterator<Item = &'a Arc<str>>, max: usize) -> Vec<&'a str> {
+    let mut names: Vec<&str> = names.map(|n| &**n).collect();
+    names.sort_unstable();
+    names.truncate(max);
+    names
 }
 
 /// What a membership change did to a group, for presence and ticker demand.
@@ -81,14 +87,18 @@ pub struct GroupChange {
     pub group: Arc<str>,
     /// `Join` when the user's first session entered, `Leave` when its last one left.
     pub presence: Option<(PresenceChange, Arc<str>)>,
-    /// Sessions in the group after the change.
-    pub sessions: usize,
+    /// The group gained its first session.
+    pub first: bool,
+    /// The group lost its last session (and is gone).
+    pub last: bool,
 }
 
 /// Sessions, users and groups.
 pub struct Pool {
     sessions: HashMap<SessionId, Entry>,
-    users: HashMap<Arc<str>, Vec<SessionId>>,
+    /// Every live session of each user, with its outbox so direct messages and
+    /// broadcasts need no second lookup per recipient.
+    users: HashMap<Arc<str>, Vec<(SessionId, Arc<Outbox>)>>,
     groups: HashMap<Arc<str>, Group>,
     /// Most groups one session may be in.
     max_groups: usize,
@@ -127,14 +137,21 @@ impl Pool {
             .filter_map(|g| self.leave_group(id, entry.name.as_ref(), g))
             .collect();
         if let Some(name) = &entry.name {
-            if let Some(ids) = self.users.get_mut(name) {
-                ids.retain(|s| *s != id);
-                if ids.is_empty() {
+            if let Some(sessions) = self.users.get_mut(name) {
+                sessions.retain(|(s, _)| *s != id);
+                if sessions.is_empty() {
                     self.users.remove(name);
                 }
             }
         }
         changes
+    }
+
+    /// Empties the pool (shutdown); returns every session's outbox.
+    pub fn take_all(&mut self) -> Vec<Arc<Outbox>> {
+        self.users.clear();
+        self.groups.clear();
+        self.sessions.drain().map(|(_, e)| e.outbox).collect()
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Entry> {
@@ -146,16 +163,18 @@ impl Pool {
         self.sessions
             .get(&id)
             .and_then(|e| e.name.clone())
-            .ok_or_else(|| ReplyError::new(ErrorCode::NotJoined, "send join first"))
+            .ok_or_else(not_joined)
     }
 
     /// Names the session as a user (one of possibly several sessions of that user).
+    /// Returns the name and, for stock groups it was already in anonymously, the
+    /// presence arrivals its joining causes.
     pub fn join(
         &mut self,
         id: SessionId,
         name: &str,
         grant: Grant,
-    ) -> Result<Arc<str>, ReplyError> {
+    ) -> Result<(Arc<str>, Vec<GroupChange>), ReplyError> {
         let entry = self
             .sessions
             .get_mut(&id)
@@ -172,37 +191,39 @@ impl Pool {
                 "a name has 1 to 64 characters, no control characters and no leading or trailing space",
             ));
         }
-        let (name, ids) = match self.users.get_key_value(name) {
-            Some((key, _)) => {
-                let key = key.clone();
-                let ids = self.users.get_mut(&key).map(|ids| {
-                    ids.push(id);
-                    ids.len()
-                });
-                (key, ids.unwrap_or(1))
-            }
-            None => {
-                let key: Arc<str> = Arc::from(name);
-                self.users.insert(key.clone(), vec![id]);
-                (key, 1)
-            }
+        let name: Arc<str> = match self.users.get_key_value(name) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(name),
         };
-        log::debug!("session {id} joined as {name} ({ids} sessions)");
+        self.users
+            .entry(name.clone())
+            .or_default()
+            .push((id, entry.outbox.clone()));
         entry.name = Some(name.clone());
         entry.grant = grant;
         // A stock subscriber that joins later stops counting as anonymous in its groups.
+        let mut changes = Vec::new();
         for g in &entry.groups {
             if let Some(group) = self.groups.get_mut(g) {
-                group.anonymous -= 1;
-                *group.users.entry(name.clone()).or_insert(0) += 1;
+                group.anonymous = group.anonymous.saturating_sub(1);
+                let n = group.users.entry(name.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    changes.push(GroupChange {
+                        group: g.clone(),
+                        presence: Some((PresenceChange::Join, name.clone())),
+                        first: false,
+                        last: false,
+                    });
+                }
             }
         }
-        Ok(name)
+        Ok((name, changes))
     }
 
     /// Adds a session to a group (idempotent; a repeat updates the presence flag).
     /// Returns the change and the group's member count. Stock groups take sessions that
-    /// have not joined; every other group needs a joined session.
+    /// have not joined; every other group, and presence anywhere, needs a joined session.
     pub fn subscribe(
         &mut self,
         id: SessionId,
@@ -238,35 +259,37 @@ impl Pool {
             .sessions
             .get_mut(&id)
             .ok_or_else(|| ReplyError::new(ErrorCode::Internal, "unknown session"))?;
-        if needs_join && entry.name.is_none() {
-            return Err(ReplyError::new(ErrorCode::NotJoined, "send join first"));
+        // Presence names users, so anonymous sessions get none.
+        if (needs_join || presence) && entry.name.is_none() {
+            return Err(not_joined());
         }
         if needs_join && !entry.grant.allows(group) {
             return Err(forbidden(group));
+        }
+        if let Some(g) = self.groups.get_mut(group) {
+            if let Some(member) = g.members.get_mut(&id) {
+                member.presence = presence;
+                let key = entry.groups.iter().find(|k| &***k == group);
+                let change = GroupChange {
+                    group: key.cloned().unwrap_or_else(|| Arc::from(group)),
+                    presence: None,
+                    first: false,
+                    last: false,
+                };
+                return Ok((change, g.member_count()));
+            }
+        }
+        if entry.groups.len() >= self.max_groups {
+            return Err(ReplyError::new(
+                ErrorCode::TooManyGroups,
+                format!("a session may be in at most {} groups", self.max_groups),
+            ));
         }
         let key = match self.groups.get_key_value(group) {
             Some((k, _)) => k.clone(),
             None => Arc::from(group),
         };
         let g = self.groups.entry(key.clone()).or_default();
-        if let Some(member) = g.members.get_mut(&id) {
-            member.presence = presence;
-            let change = GroupChange {
-                group: key,
-                presence: None,
-                sessions: g.members.len(),
-            };
-            return Ok((change, g.member_count()));
-        }
-        if entry.groups.len() >= self.max_groups {
-            if g.members.is_empty() {
-                self.groups.remove(group);
-            }
-            return Err(ReplyError::new(
-                ErrorCode::TooManyGroups,
-                format!("a session may be in at most {} groups", self.max_groups),
-            ));
-        }
         g.members.insert(
             id,
             Member {
@@ -289,7 +312,8 @@ impl Pool {
         let change = GroupChange {
             group: key,
             presence,
-            sessions: g.members.len(),
+            first: g.members.len() == 1,
+            last: false,
         };
         Ok((change, g.member_count()))
     }
@@ -309,6 +333,7 @@ impl Pool {
         name: Option<&Arc<str>>,
         group: &str,
     ) -> Option<GroupChange> {
+        let key = self.groups.get_key_value(group)?.0.clone();
         let g = self.groups.get_mut(group)?;
         g.members.remove(&id)?;
         let presence = match name {
@@ -323,74 +348,69 @@ impl Pool {
                 }
             },
             None => {
-                g.anonymous -= 1;
+                g.anonymous = g.anonymous.saturating_sub(1);
                 None
             }
         };
-        let sessions = g.members.len();
-        let (key, _) = self.groups.get_key_value(group)?;
-        let key = key.clone();
-        if sessions == 0 {
+        let last = g.members.is_empty();
+        if last {
             self.groups.remove(group);
         }
         Some(GroupChange {
             group: key,
             presence,
-            sessions,
+            first: false,
+            last,
         })
-    }
-
-    /// Checks that a joined session's token lets it publish in `group`.
-    pub fn may_publish(&self, id: SessionId, group: &str) -> Result<(), ReplyError> {
-        match self.sessions.get(&id) {
-            Some(e) if !e.grant.allows(group) => Err(forbidden(group)),
-            _ => Ok(()),
-        }
     }
 
     pub fn group(&self, group: &str) -> Option<&Group> {
         self.groups.get(group)
     }
 
+    /// Checks that a joined session's token lets it use `group` (publish, list members).
+    pub fn check_grant(&self, id: SessionId, group: &str) -> Result<(), ReplyError> {
+        match self.sessions.get(&id) {
+            Some(e) if !e.grant.allows(group) => Err(forbidden(group)),
+            _ => Ok(()),
+        }
+    }
+
     /// Every session of a user.
-    pub fn user_outboxes<'a>(
-        &'a self,
+    pub fn user_outboxes(
+        &self,
         name: &str,
-    ) -> Option<impl Iterator<Item = (SessionId, &'a Arc<Outbox>)> + 'a> {
-        let ids = self.users.get(name)?;
-        Some(
-            ids.iter()
-                .filter_map(|id| self.sessions.get(id).map(|e| (*id, &e.outbox))),
-        )
+    ) -> Option<impl Iterator<Item = (SessionId, &Arc<Outbox>)>> {
+        let sessions = self.users.get(name)?;
+        Some(sessions.iter().map(|(id, o)| (*id, o)))
     }
 
     /// Every joined session.
     pub fn joined_outboxes(&self) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
-        self.sessions
-            .iter()
-            .filter(|(_, e)| e.name.is_some())
-            .map(|(id, e)| (*id, &e.outbox))
+        self.users.values().flatten().map(|(id, o)| (*id, o))
     }
 
-    /// Names of the online users, sorted.
-    pub fn user_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.users.keys().map(|n| &**n).collect();
-        names.sort_unstable();
-        names
-    }
-
-    /// Closes every session's outbox with `reason`; returns how many.
-    pub fn close_all(&mut self, reason: crate::error::CloseReason) -> usize {
-        for entry in self.sessions.values() {
-            entry.outbox.close(reason);
-        }
-        self.sessions.len()
+    /// Names of the online users, sorted; at most `max`.
+    pub fn user_names(&self, max: usize) -> Vec<&str> {
+        sorted_names(self.users.keys(), max)
     }
 
     /// Counts, for tests and metrics: (sessions, users, groups).
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.sessions.len(), self.users.len(), self.groups.len())
     }
+
+    /// Bytes waiting in every session's outbox.
+    pub fn queued_bytes(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|e| e.outbox.queued_bytes())
+            .sum()
+    }
+}
+
+fn not_joined() -> ReplyError {
+    ReplyError::new(ErrorCode::NotJoined, "send join first")
 }
 
 fn forbidden(group: &str) -> ReplyError {

@@ -72,8 +72,12 @@ pub enum Inbound {
     /// The classic plain text `stock`: subscribe to the six-number feed.
     LegacyStock,
     /// The classic `{"name": "<openid>"}` login (no `type`), with a `token` when the
-    /// hub requires one.
-    LegacyJoin { name: String, token: Option<String> },
+    /// hub requires one, and an `id` if the client added one.
+    LegacyJoin {
+        id: Option<RequestId>,
+        name: String,
+        token: Option<String>,
+    },
 }
 
 /// A message that could not be understood; answered with `bad_request`.
@@ -131,17 +135,18 @@ pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     };
     match map.get("type") {
         None => match map.get("name") {
-            Some(Value::String(name)) => match map.get("token") {
-                None | Some(Value::Null) => Ok(Inbound::LegacyJoin {
+            Some(Value::String(name)) => {
+                let token = match map.get("token") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(t)) => Some(t.clone()),
+                    Some(_) => return Err(DecodeError::new(id, "`token` must be a string")),
+                };
+                Ok(Inbound::LegacyJoin {
+                    id,
                     name: name.clone(),
-                    token: None,
-                }),
-                Some(Value::String(t)) => Ok(Inbound::LegacyJoin {
-                    name: name.clone(),
-                    token: Some(t.clone()),
-                }),
-                Some(_) => Err(DecodeError::new(id, "`token` must be a string")),
-            },
+                    token,
+                })
+            }
             Some(_) => Err(DecodeError::new(id, "`name` must be a string")),
             None => Err(DecodeError::new(id, "missing field `type`")),
         },
@@ -243,7 +248,10 @@ pub enum Event<'a> {
         id: Option<&'a RequestId>,
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<&'a str>,
+        /// Sorted; at most [`crate::hub::MAX_LISTED_USERS`] of them.
         users: Vec<&'a str>,
+        /// How many users there are in all.
+        count: usize,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -408,6 +416,7 @@ mod tests {
         assert_eq!(
             decode(r#"{"name":"sales,vip_alice"}"#),
             Ok(Inbound::LegacyJoin {
+                id: None,
                 name: "sales,vip_alice".into(),
                 token: None
             })

@@ -48,12 +48,10 @@ pub struct Started {
 /// system (`#[actix_web::main]`, `#[actix_web::test]`). The server does not handle
 /// signals: [`run`] does, so that sessions are closed with 1001 first.
 pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started> {
-    let queued = Arc::new(AtomicUsize::new(0));
     // The hub gets a thread of its own, so routing never waits behind socket writes.
     let arbiter = Arbiter::new();
     let hub_config = config.hub();
-    let hub_queued = queued.clone();
-    let hub = Hub::start_in_arbiter(&arbiter.handle(), move |_| Hub::new(hub_config, hub_queued));
+    let hub = Hub::start_in_arbiter(&arbiter.handle(), move |_| Hub::new(hub_config));
     let verifier = config
         .auth_secret
         .as_deref()
@@ -65,7 +63,6 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         shared: Shared {
             hub: hub.clone(),
             limits: config.limits(),
-            queued_total: queued,
             verifier,
         },
         live: Arc::new(AtomicUsize::new(0)),

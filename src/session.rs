@@ -5,6 +5,7 @@
 //! heartbeat, and writes out what the hub puts in its [`Outbox`]. Protocol violations
 //! close the socket with a proper code; bad commands only get an `error` reply.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,8 +83,6 @@ impl Drop for ConnectionSlot {
 pub struct Shared {
     pub hub: Addr<Hub>,
     pub limits: Arc<Limits>,
-    /// Bytes queued across all outboxes (the hub reports it).
-    pub queued_total: Arc<AtomicUsize>,
     /// Present when joins need a token.
     pub verifier: Option<Arc<Verifier>>,
 }
@@ -101,6 +100,9 @@ pub struct Session {
     shared: Shared,
     /// Created in `started`, when the actor's address exists.
     outbox: Option<Arc<Outbox>>,
+    /// Frames taken from the outbox, being written; swapped with the outbox's queue so
+    /// that both keep their capacity.
+    writing: VecDeque<ByteString>,
     /// Whether the hub knows this session and must be told when it ends.
     registered: bool,
     /// When the client last sent anything at all.
@@ -121,6 +123,7 @@ impl Session {
             bucket: TokenBucket::new(shared.limits.rate, shared.limits.burst, now),
             shared,
             outbox: None,
+            writing: VecDeque::new(),
             registered: false,
             last_heard: now,
             partial: None,
@@ -147,6 +150,16 @@ impl Session {
         self.push(&encode(&Event::Error { id, code, message }));
     }
 
+    /// Writes everything the outbox holds; returns its close reason, if any.
+    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> Option<CloseReason> {
+        let outbox = self.outbox.as_ref()?;
+        let close = outbox.drain_into(&mut self.writing);
+        for frame in self.writing.drain(..) {
+            ctx.text(frame);
+        }
+        close
+    }
+
     /// Writes what is queued, then closes with `reason` (after an optional last frame).
     fn shut(
         &mut self,
@@ -156,10 +169,8 @@ impl Session {
     ) {
         if let Some(outbox) = &self.outbox {
             outbox.close(reason);
-            for frame in outbox.drain().frames {
-                ctx.text(frame);
-            }
         }
+        self.flush(ctx);
         if let Some(frame) = last {
             ctx.text(frame);
         }
@@ -212,7 +223,10 @@ impl Session {
             return Some(Grant::all());
         };
         match verifier.verify(token, name) {
-            Ok(grant) => Some(grant),
+            Ok(grant) => {
+                self.failed_joins = 0;
+                Some(grant)
+            }
             Err(e) => {
                 self.reply_error(id, e.code, &e.message);
                 self.failed_joins += 1;
@@ -257,14 +271,16 @@ impl Session {
                     .hub
                     .do_send(hub::SubscribeClassicFeed { session: self.id })
             }
-            Ok(Inbound::LegacyJoin { name, token }) => {
-                return self.join(None, name, token, true, ctx)
+            Ok(Inbound::LegacyJoin { id, name, token }) => {
+                return self.join(id, name, token, true, ctx)
             }
             Ok(Inbound::Command { id, command }) => (id, command),
         };
         let hub = &self.shared.hub;
         match command {
-            Command::Ping => self.push(&encode(&Event::Pong { id: id.as_ref() })),
+            Command::Ping => hub.do_send(hub::Ping {
+                caller: self.caller(id),
+            }),
             Command::Join { name, token } => self.join(id, name, token, false, ctx),
             Command::Direct { to, body } => hub.do_send(hub::SendDirect {
                 caller: self.caller(id),
@@ -374,11 +390,7 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         let limits = self.shared.limits.clone();
         if self.mode == Mode::Hub {
-            let outbox = Arc::new(Outbox::new(
-                ctx.address().recipient(),
-                limits.max_queued,
-                self.shared.queued_total.clone(),
-            ));
+            let outbox = Arc::new(Outbox::new(ctx.address().recipient(), limits.max_queued));
             self.shared.hub.do_send(hub::Connect {
                 session: self.id,
                 outbox: outbox.clone(),
@@ -413,14 +425,7 @@ impl Drop for Session {
 impl Handler<Wake> for Session {
     type Result = ();
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        let Some(outbox) = &self.outbox else {
-            return;
-        };
-        let drained = outbox.drain();
-        for frame in drained.frames {
-            ctx.text(frame);
-        }
-        if let Some(reason) = drained.close {
+        if let Some(reason) = self.flush(ctx) {
             self.shut(ctx, reason, None);
         }
     }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use crate::error::ErrorCode;
-use crate::hub::Fanout;
+use crate::hub::DeliverTick;
 use crate::market::{Model, ModelConfig};
 use crate::outbox::Outbox;
 use crate::protocol::{encode, is_stock_group, now_ms, Event, RequestId};
@@ -51,14 +52,6 @@ pub struct Watch {
     pub watched: bool,
 }
 
-/// Send a new subscriber of `group` the latest state at once.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Snapshot {
-    pub group: Arc<str>,
-    pub outbox: Arc<Outbox>,
-}
-
 /// `history`: the last quotes of a symbol, answered into the caller's outbox.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -69,10 +62,20 @@ pub struct History {
     pub outbox: Arc<Outbox>,
 }
 
-/// Advance the market one tick and publish it; the timer sends this, and so do tests.
+/// Advance the market one tick and publish it; the timer does this, and so do tests.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Advance;
+
+/// Stop ticking for good (the hub is shutting down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Asks whether the tick timer is running (it runs only while a group is watched).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsRunning;
 
 /// The ticker actor.
 pub struct Ticker {
@@ -80,17 +83,20 @@ pub struct Ticker {
     tick: Duration,
     history_len: usize,
     /// Where ticks go; a `Recipient` so tests can record them.
-    hub: Recipient<Fanout>,
+    hub: Recipient<DeliverTick>,
     /// Groups that have at least one session.
     watched: HashSet<Arc<str>>,
-    /// The running timer, while anything is watched.
+    /// The pending tick, while anything is watched.
     timer: Option<SpawnHandle>,
-    /// Group names per symbol, made once so a tick allocates no names.
+    /// Group names, made once so a tick allocates no names: `stock`, the classic feed,
+    /// then `stock.<SYMBOL>` in the model's order.
+    stock_group: Arc<str>,
+    classic_group: Arc<str>,
     symbol_groups: Vec<Arc<str>>,
 }
 
 impl Ticker {
-    pub fn new(market: Market, hub: Recipient<Fanout>) -> Self {
+    pub fn new(market: Market, hub: Recipient<DeliverTick>) -> Self {
         let symbol_groups = market
             .model
             .symbols
@@ -104,47 +110,59 @@ impl Ticker {
             hub,
             watched: HashSet::new(),
             timer: None,
+            stock_group: Arc::from("stock"),
+            classic_group: Arc::from(CLASSIC_FEED),
             symbol_groups,
         }
     }
 
-    fn classic_frame(&self) -> bytestring::ByteString {
-        encode(&self.model.classic_six())
+    /// The current frame of every group, each encoded once. Groups nobody watches are
+    /// included: the hub keeps them as snapshots for whoever subscribes next.
+    fn frames(&self) -> Vec<(Arc<str>, ByteString)> {
+        let quotes = self.model.quotes();
+        let ts = quotes.first().map_or_else(now_ms, |q| q.ts);
+        let mut frames = Vec::with_capacity(quotes.len() + 2);
+        frames.push((
+            self.stock_group.clone(),
+            encode(&Event::Tick { ts, quotes }),
+        ));
+        frames.push((
+            self.classic_group.clone(),
+            encode(&self.model.classic_six()),
+        ));
+        for (group, quote) in self.symbol_groups.iter().zip(quotes) {
+            frames.push((group.clone(), encode(&Event::Quote { quote })));
+        }
+        frames
     }
 
     fn advance(&mut self) {
         self.model.step(now_ms());
-        let quotes = self.model.quotes();
-        if self.watched.contains("stock") {
-            let frame = encode(&Event::Tick {
-                ts: quotes.first().map_or_else(now_ms, |q| q.ts),
-                quotes,
-            });
-            self.hub.do_send(Fanout {
-                group: Arc::from("stock"),
-                frame,
-            });
-        }
-        for (group, quote) in self.symbol_groups.iter().zip(quotes) {
-            if self.watched.contains(group) {
-                let frame = encode(&Event::Quote { quote });
-                self.hub.do_send(Fanout {
-                    group: group.clone(),
-                    frame,
-                });
-            }
-        }
-        if self.watched.contains(CLASSIC_FEED) {
-            self.hub.do_send(Fanout {
-                group: Arc::from(CLASSIC_FEED),
-                frame: self.classic_frame(),
-            });
-        }
+        self.hub.do_send(DeliverTick {
+            frames: self.frames(),
+        });
+    }
+
+    /// Arms the next tick. Re-armed from now after each tick rather than on a fixed
+    /// schedule: if the thread was busy, ticks resume at the normal pace instead of
+    /// firing back to back to catch up.
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        self.timer = Some(ctx.run_later(self.tick, |act, ctx| {
+            act.advance();
+            act.schedule(ctx);
+        }));
     }
 }
 
 impl Actor for Ticker {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        // The opening state, so the first subscriber of any group gets a snapshot.
+        self.hub.do_send(DeliverTick {
+            frames: self.frames(),
+        });
+    }
 }
 
 impl Handler<Watch> for Ticker {
@@ -158,7 +176,7 @@ impl Handler<Watch> for Ticker {
         match (self.watched.is_empty(), self.timer) {
             (false, None) => {
                 log::debug!("ticker started");
-                self.timer = Some(ctx.run_interval(self.tick, |act, _| act.advance()));
+                self.schedule(ctx);
             }
             (true, Some(handle)) => {
                 log::debug!("ticker idle");
@@ -167,28 +185,6 @@ impl Handler<Watch> for Ticker {
             }
             _ => {}
         }
-    }
-}
-
-impl Handler<Snapshot> for Ticker {
-    type Result = ();
-    fn handle(&mut self, msg: Snapshot, _: &mut Context<Self>) {
-        let quotes = self.model.quotes();
-        let frame = if &*msg.group == CLASSIC_FEED {
-            self.classic_frame()
-        } else if &*msg.group == "stock" {
-            encode(&Event::Tick {
-                ts: now_ms(),
-                quotes,
-            })
-        } else {
-            let code = msg.group.strip_prefix("stock.").unwrap_or_default();
-            match self.model.position(code) {
-                Some(i) => encode(&Event::Quote { quote: &quotes[i] }),
-                None => return,
-            }
-        };
-        msg.outbox.push(&frame);
     }
 }
 
@@ -201,7 +197,7 @@ impl Handler<History> for Ticker {
                 symbol: &msg.symbol,
                 quotes: self
                     .model
-                    .history(i, msg.limit.unwrap_or(self.history_len))
+                    .history(i, msg.limit.unwrap_or(self.history_len).max(1))
                     .collect(),
             }),
             None => encode(&Event::Error {
@@ -210,6 +206,8 @@ impl Handler<History> for Ticker {
                 message: "no such symbol",
             }),
         };
+        // If this overflows the outbox, the session closes as a slow consumer and the
+        // hub drops it on its next delivery or at its disconnect.
         msg.outbox.push(&frame);
     }
 }
@@ -221,10 +219,12 @@ impl Handler<Advance> for Ticker {
     }
 }
 
-/// Asks whether the tick timer is running (it runs only while a group is watched).
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct IsRunning;
+impl Handler<Stop> for Ticker {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
 
 impl Handler<IsRunning> for Ticker {
     type Result = bool;
@@ -240,15 +240,16 @@ mod tests {
     use super::*;
     use crate::market::default_symbols;
 
-    /// Stands in for the hub: records every fan-out the ticker asks for.
-    struct Recorder(Arc<Mutex<Vec<Fanout>>>);
+    /// Stands in for the hub: records the groups of every tick it is handed.
+    struct Recorder(Arc<Mutex<Vec<Vec<String>>>>);
     impl Actor for Recorder {
         type Context = Context<Self>;
     }
-    impl Handler<Fanout> for Recorder {
+    impl Handler<DeliverTick> for Recorder {
         type Result = ();
-        fn handle(&mut self, msg: Fanout, _: &mut Context<Self>) {
-            self.0.lock().unwrap().push(msg);
+        fn handle(&mut self, msg: DeliverTick, _: &mut Context<Self>) {
+            let groups = msg.frames.iter().map(|(g, _)| g.to_string()).collect();
+            self.0.lock().unwrap().push(groups);
         }
     }
 
@@ -260,12 +261,12 @@ mod tests {
                 history: 10,
                 daily_limit: Some(0.1),
             },
-            tick: Duration::from_secs(3600),
+            tick: Duration::from_millis(20),
         }
     }
 
     #[actix::test]
-    async fn one_frame_per_watched_group_per_tick() {
+    async fn one_frame_per_group_per_tick_and_a_timer_only_while_watched() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hub = Recorder(seen.clone()).start();
         let ticker = Ticker::new(market(), hub.clone().recipient()).start();
@@ -273,40 +274,44 @@ mod tests {
             group: Arc::from(group),
             watched,
         };
+        assert!(!ticker.send(IsRunning).await.unwrap());
         ticker.send(Advance).await.unwrap();
-        // Make sure anything sent reached the recorder before looking.
-        let settle = || async {
-            hub.send(Fanout {
-                group: Arc::from("-"),
-                frame: Default::default(),
+        // The opening snapshot and one tick; each names every group once.
+        let ticks = seen.lock().unwrap().clone();
+        assert_eq!(ticks.len(), 2);
+        for groups in &ticks {
+            assert_eq!(groups.len(), 8);
+            assert_eq!(groups[..2], ["stock", CLASSIC_FEED]);
+            assert!(groups.contains(&"stock.600519".to_string()));
+        }
+        ticker.send(watch("stock.600519", true)).await.unwrap();
+        ticker.send(watch("stock", true)).await.unwrap();
+        assert!(ticker.send(IsRunning).await.unwrap());
+        ticker.send(watch("stock", false)).await.unwrap();
+        assert!(ticker.send(IsRunning).await.unwrap());
+        ticker.send(watch("stock.600519", false)).await.unwrap();
+        assert!(!ticker.send(IsRunning).await.unwrap());
+    }
+
+    #[actix::test]
+    async fn the_timer_ticks_while_watched() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hub = Recorder(seen.clone()).start();
+        let ticker = Ticker::new(market(), hub.clone().recipient()).start();
+        ticker
+            .send(Watch {
+                group: Arc::from("stock"),
+                watched: true,
             })
             .await
             .unwrap();
-            let mut seen = seen.lock().unwrap();
-            let groups: Vec<String> = seen
-                .drain(..)
-                .map(|f| f.group.to_string())
-                .filter(|g| g != "-")
-                .collect();
-            groups
-        };
-        assert!(
-            settle().await.is_empty(),
-            "nothing is sent while nobody watches"
-        );
-        ticker.send(watch("stock", true)).await.unwrap();
-        ticker.send(watch("stock.600519", true)).await.unwrap();
-        ticker.send(watch(CLASSIC_FEED, true)).await.unwrap();
-        assert!(ticker.send(IsRunning).await.unwrap());
-        ticker.send(Advance).await.unwrap();
-        let mut groups = settle().await;
-        groups.sort();
-        assert_eq!(groups, [CLASSIC_FEED, "stock", "stock.600519"]);
-        ticker.send(watch("stock", false)).await.unwrap();
-        ticker.send(watch(CLASSIC_FEED, false)).await.unwrap();
-        ticker.send(Advance).await.unwrap();
-        assert_eq!(settle().await, ["stock.600519"]);
-        ticker.send(watch("stock.600519", false)).await.unwrap();
-        assert!(!ticker.send(IsRunning).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().len() < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timer never ticked"
+            );
+            actix::clock::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

@@ -147,8 +147,8 @@ async fn a_client_close_is_echoed() {
 #[actix_web::test]
 async fn a_silent_client_is_pinged_then_dropped() {
     let hub = TestHub::start(Config {
-        heartbeat_ms: 50,
-        client_timeout_ms: 300,
+        heartbeat_ms: 100,
+        client_timeout_ms: 1000,
         ..config()
     });
     let mut silent = RawClient::handshake(hub.addr, "/ws").await;

@@ -77,7 +77,7 @@ async fn chat_between_two_users() {
     let users = alice.request(json!({"type":"users","id":5})).await;
     assert_eq!(
         users,
-        json!({"type":"users","id":5,"users":["alice","bob"]})
+        json!({"type":"users","id":5,"users":["alice","bob"],"count":2})
     );
     let users = alice.request(json!({"type":"users","group":"room"})).await;
     assert_eq!(users["users"], json!(["alice", "bob"]));

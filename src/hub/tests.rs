@@ -45,7 +45,7 @@ impl Client {
         unread.extend(
             self.outbox
                 .drain()
-                .frames
+                .0
                 .iter()
                 .map(|f| serde_json::from_str::<Value>(f).unwrap()),
         );
@@ -106,11 +106,7 @@ async fn settle(hub: &Addr<Hub>) -> Stats {
 }
 
 fn hub_with(max_groups: usize, market: Option<Market>) -> Addr<Hub> {
-    Hub::new(
-        HubConfig { max_groups, market },
-        Arc::new(AtomicUsize::new(0)),
-    )
-    .start()
+    Hub::new(HubConfig { max_groups, market }).start()
 }
 
 fn hub() -> Addr<Hub> {
@@ -131,11 +127,7 @@ fn market() -> Market {
 }
 
 async fn client_with_limit(hub: &Addr<Hub>, id: SessionId, limit: usize) -> Client {
-    let outbox = Arc::new(Outbox::new(
-        Sink.start().recipient(),
-        limit,
-        Arc::new(AtomicUsize::new(0)),
-    ));
+    let outbox = Arc::new(Outbox::new(Sink.start().recipient(), limit));
     hub.do_send(Connect {
         session: id,
         outbox: outbox.clone(),
@@ -345,7 +337,7 @@ async fn users_lists_online_users_and_group_members() {
     });
     assert_eq!(
         a.one().await,
-        json!({"type":"users","id":1,"users":["bob","zed"]})
+        json!({"type":"users","id":1,"users":["bob","zed"],"count":2})
     );
     hub.do_send(ListUsers {
         caller: a.caller(None),
@@ -353,7 +345,7 @@ async fn users_lists_online_users_and_group_members() {
     });
     assert_eq!(
         a.one().await,
-        json!({"type":"users","group":"room","users":["bob"]})
+        json!({"type":"users","group":"room","users":["bob"],"count":1})
     );
 }
 
@@ -478,8 +470,7 @@ async fn a_slow_consumer_is_dropped_and_the_others_get_everything() {
     let stats = settle(&hub).await;
     assert_eq!(stats.slow_consumers, 1);
     assert_eq!(stats.sessions, 2, "the slow session left the pool");
-    let drained = slow.outbox.drain();
-    assert_eq!(drained.close, Some(CloseReason::SlowConsumer));
+    assert_eq!(slow.outbox.drain().1, Some(CloseReason::SlowConsumer));
     // Every ack after the drop counts one delivery: the fast member alone.
     let acks = sender.take().await;
     assert_eq!(acks.last().unwrap()["delivered"], 1);
@@ -586,4 +577,138 @@ async fn history_answers_the_last_quotes() {
     settle(&hub).await;
     ticker.send(IsRunning).await.unwrap();
     assert_eq!(code(&page.one().await), "not_found");
+}
+
+#[actix::test]
+async fn ping_is_answered_in_order() {
+    let hub = hub();
+    let a = client(&hub, 1).await;
+    hub.do_send(Join {
+        caller: a.caller(Some(1)),
+        name: "a".into(),
+        classic: false,
+        grant: Grant::all(),
+    });
+    hub.do_send(Ping {
+        caller: a.caller(Some(2)),
+    });
+    let events = a.take().await;
+    assert_eq!(events[0]["type"], "joined");
+    assert_eq!(events[1], json!({"type":"pong","id":2}));
+}
+
+#[actix::test]
+async fn presence_needs_join_and_follows_a_late_join() {
+    let hub = hub_with(100, Some(market()));
+    let watcher = client(&hub, 1).await;
+    let late = client(&hub, 2).await;
+    watcher.join("w").await;
+    watcher.subscribe("stock", true).await;
+    watcher.take().await;
+    // Anonymous sessions may watch prices, but not who else does.
+    assert_eq!(code(&late.subscribe("stock", true).await), "not_joined");
+    assert_eq!(late.subscribe("stock", false).await["type"], "subscribed");
+    late.take().await;
+    assert!(
+        watcher.take().await.is_empty(),
+        "an anonymous arrival has no name"
+    );
+    // When the anonymous subscriber joins, its arrival is announced...
+    late.join("late").await;
+    assert_eq!(
+        watcher.one().await,
+        json!({"type":"presence","group":"stock","event":"join","name":"late"})
+    );
+    // ...and so is its departure, once.
+    late.disconnect();
+    assert_eq!(watcher.one().await["event"], "leave");
+}
+
+#[actix::test]
+async fn subscribing_twice_then_leaving_once_leaves() {
+    let hub = hub();
+    let watcher = client(&hub, 1).await;
+    let a = client(&hub, 2).await;
+    watcher.join("w").await;
+    a.join("a").await;
+    watcher.subscribe("room", true).await;
+    a.subscribe("room", false).await;
+    a.subscribe("room", false).await;
+    let arrivals = watcher.take().await;
+    assert_eq!(arrivals.len(), 2, "w and a arrive once each: {arrivals:?}");
+    hub.do_send(Unsubscribe {
+        caller: a.caller(None),
+        group: "room".into(),
+    });
+    assert_eq!(watcher.one().await["event"], "leave");
+    hub.do_send(ListUsers {
+        caller: watcher.caller(None),
+        group: Some("room".into()),
+    });
+    assert_eq!(watcher.one().await["users"], json!(["w"]));
+}
+
+#[actix::test]
+async fn a_slow_consumer_leaves_with_a_presence_event() {
+    let hub = hub();
+    let watcher = client(&hub, 1).await;
+    let slow = client_with_limit(&hub, 2, 300).await;
+    watcher.join("w").await;
+    slow.join("slow").await;
+    slow.subscribe("room", false).await;
+    watcher.subscribe("room", true).await;
+    watcher.take().await;
+    for _ in 0..10 {
+        watcher.publish("room", json!("x".repeat(60)));
+    }
+    let events = watcher.take().await;
+    assert!(
+        events.contains(&json!({"type":"presence","group":"room","event":"leave","name":"slow"})),
+        "{events:?}"
+    );
+    assert_eq!(settle(&hub).await.slow_consumers, 1);
+}
+
+#[actix::test]
+async fn users_lists_at_most_a_thousand_names_and_counts_all() {
+    let hub = hub();
+    let mut clients = Vec::new();
+    for id in 0..(MAX_LISTED_USERS as u64 + 5) {
+        let c = client(&hub, id + 1).await;
+        hub.do_send(Join {
+            caller: c.caller(None),
+            name: format!("u{id:05}"),
+            classic: false,
+            grant: Grant::all(),
+        });
+        clients.push(c);
+    }
+    let asker = &clients[0];
+    asker.take().await;
+    hub.do_send(ListUsers {
+        caller: asker.caller(None),
+        group: None,
+    });
+    let users = asker.one().await;
+    assert_eq!(users["count"], MAX_LISTED_USERS + 5);
+    let names = users["users"].as_array().unwrap();
+    assert_eq!(names.len(), MAX_LISTED_USERS);
+    assert_eq!(names[0], "u00000");
+}
+
+#[actix::test]
+async fn shutdown_closes_everyone_and_refuses_newcomers() {
+    let hub = hub_with(100, Some(market()));
+    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
+    let a = client(&hub, 1).await;
+    a.join("a").await;
+    a.subscribe("stock", false).await;
+    hub.send(Shutdown).await.unwrap();
+    assert_eq!(a.outbox.close_reason(), Some(CloseReason::Shutdown));
+    let late = client(&hub, 2).await;
+    let stats = settle(&hub).await;
+    assert_eq!((stats.sessions, stats.users, stats.groups), (0, 0, 0));
+    assert_eq!(late.outbox.close_reason(), Some(CloseReason::Shutdown));
+    // The ticker has stopped.
+    assert!(ticker.send(IsRunning).await.is_err());
 }

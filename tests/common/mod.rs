@@ -260,16 +260,24 @@ impl RawClient {
 
     /// Reads frames until a close frame; returns its code and the opcodes seen before.
     pub async fn read_until_close(&mut self) -> (Option<u16>, Vec<u8>) {
+        let (code, _, seen) = self.read_close_frame().await;
+        (code, seen)
+    }
+
+    /// Reads frames until a close frame; returns its code, its reason and the opcodes
+    /// seen before.
+    pub async fn read_close_frame(&mut self) -> (Option<u16>, String, Vec<u8>) {
         let mut seen = Vec::new();
         while let Some((op, payload)) = self.read_frame().await {
             if op == 0x8 {
                 let code =
                     (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                return (code, seen);
+                let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+                return (code, reason.into_owned(), seen);
             }
             seen.push(op);
         }
-        (None, seen)
+        (None, String::new(), seen)
     }
 
     /// Sends one masked client frame.
