@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use serde_json::Value;
 
 use crate::auth::Grant;
 use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::outbox::Outbox;
 use crate::pool::{GroupChange, Pool, SessionId};
 use crate::protocol::{
-    encode, is_stock_group, legacy_groups, now_ms, valid_group, Event, Kind, RequestId,
+    encode, is_stock_group, legacy_groups, now_ms, valid_group, Body, Event, Kind, RequestId,
 };
 use crate::ticker::{self, Market, Ticker};
 
@@ -63,7 +62,7 @@ pub struct Join {
 pub struct SendDirect {
     pub caller: Caller,
     pub to: String,
-    pub body: Value,
+    pub body: Body,
 }
 
 /// `broadcast`: to every joined session.
@@ -71,7 +70,7 @@ pub struct SendDirect {
 #[rtype(result = "()")]
 pub struct Broadcast {
     pub caller: Caller,
-    pub body: Value,
+    pub body: Body,
 }
 
 /// `subscribe`.
@@ -97,7 +96,7 @@ pub struct Unsubscribe {
 pub struct Publish {
     pub caller: Caller,
     pub group: String,
-    pub body: Value,
+    pub body: Body,
 }
 
 /// `users`: the online users, or a group's.

@@ -5,11 +5,17 @@
 //! once into a [`ByteString`] that every recipient shares. docs/PROTOCOL.md is the
 //! reference for everything in this file.
 
+use std::borrow::Cow;
+
 use bytestring::ByteString;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 use crate::error::ErrorCode;
+
+/// A message body: any JSON, kept as the client's text, so it is parsed once and never
+/// re-serialized: the hub splices it into the event it fans out.
+pub type Body = Box<RawValue>;
 
 /// The `id` a client may put on a command, echoed in its reply: a string or an integer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,25 +27,22 @@ pub enum RequestId {
 }
 
 /// A command from a client (the `type` field selects the variant).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum Command {
     Join {
         name: String,
         /// Required when the hub has an auth secret (see docs/SECURITY.md).
-        #[serde(default)]
         token: Option<String>,
     },
     Direct {
         to: String,
-        body: Value,
+        body: Body,
     },
     Broadcast {
-        body: Value,
+        body: Body,
     },
     Subscribe {
         group: String,
-        #[serde(default)]
         presence: bool,
     },
     Unsubscribe {
@@ -47,22 +50,124 @@ pub enum Command {
     },
     Publish {
         group: String,
-        body: Value,
+        body: Body,
     },
     Users {
-        #[serde(default)]
         group: Option<String>,
     },
     Ping,
     History {
         symbol: String,
-        #[serde(default)]
         limit: Option<usize>,
     },
 }
 
+/// Every field any command has, read in one pass; which ones are required depends on
+/// `type`. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", default, borrow)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    presence: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    body: Option<Body>,
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Only the `id`, to echo it in the error about a message that did not decode.
+#[derive(Deserialize)]
+struct IdProbe<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// A present `body` is `Some` even when it is `null`; only a missing one is `None`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Body>, D::Error> {
+    Body::deserialize(d).map(Some)
+}
+
+fn request_id(raw: Option<&RawValue>) -> Result<Option<RequestId>, &'static str> {
+    const WRONG: &str = "`id` must be a string or an integer";
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let text = raw.get();
+    if text == "null" {
+        Ok(None)
+    } else if text.starts_with('"') {
+        serde_json::from_str(text)
+            .map(|s| Some(RequestId::Str(s)))
+            .map_err(|_| WRONG)
+    } else if let Ok(i) = text.parse::<i64>() {
+        Ok(Some(RequestId::Int(i)))
+    } else if let Ok(u) = text.parse::<u64>() {
+        Ok(Some(RequestId::UInt(u)))
+    } else {
+        Err(WRONG)
+    }
+}
+
+fn required<T>(field: Option<T>, name: &str) -> Result<T, String> {
+    field.ok_or_else(|| format!("missing field `{name}`"))
+}
+
+impl Envelope<'_> {
+    fn command(self, ty: &str) -> Result<Command, String> {
+        Ok(match ty {
+            "join" => Command::Join {
+                name: required(self.name, "name")?,
+                token: self.token,
+            },
+            "direct" => Command::Direct {
+                to: required(self.to, "to")?,
+                body: required(self.body, "body")?,
+            },
+            "broadcast" => Command::Broadcast {
+                body: required(self.body, "body")?,
+            },
+            "subscribe" => Command::Subscribe {
+                group: required(self.group, "group")?,
+                presence: self.presence.unwrap_or(false),
+            },
+            "unsubscribe" => Command::Unsubscribe {
+                group: required(self.group, "group")?,
+            },
+            "publish" => Command::Publish {
+                group: required(self.group, "group")?,
+                body: required(self.body, "body")?,
+            },
+            "users" => Command::Users { group: self.group },
+            "ping" => Command::Ping,
+            "history" => Command::History {
+                symbol: required(self.symbol, "symbol")?,
+                limit: self.limit,
+            },
+            other => {
+                return Err(format!(
+                    "unknown type `{other}`, expected one of join, direct, broadcast, subscribe, \
+                     unsubscribe, publish, users, ping, history"
+                ))
+            }
+        })
+    }
+}
+
 /// What one inbound text message means.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Inbound {
     /// A typed command, with the `id` to echo.
     Command {
@@ -108,53 +213,37 @@ pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     if text == "stock" {
         return Ok(Inbound::LegacyStock);
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| DecodeError::new(None, format!("malformed JSON: {e}")))?;
-    let Value::Object(map) = &value else {
-        return Err(DecodeError::new(None, "expected a JSON object"));
-    };
-    let id = match map.get("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(RequestId::Str(s.clone())),
-        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Some(RequestId::Int(i)),
-            (None, Some(u)) => Some(RequestId::UInt(u)),
-            _ => {
-                return Err(DecodeError::new(
-                    None,
-                    "`id` must be a string or an integer",
-                ))
-            }
-        },
-        Some(_) => {
-            return Err(DecodeError::new(
-                None,
-                "`id` must be a string or an integer",
-            ))
+    let envelope: Envelope = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            // Echo the id if it can be read on its own; say what was wrong either way.
+            let id = serde_json::from_str::<IdProbe>(text)
+                .ok()
+                .and_then(|probe| request_id(probe.id).ok().flatten());
+            let message = if e.is_syntax() || e.is_eof() {
+                format!("malformed JSON: {e}")
+            } else if text.starts_with('{') {
+                e.to_string()
+            } else {
+                "expected a JSON object".to_owned()
+            };
+            return Err(DecodeError::new(id, message));
         }
     };
-    match map.get("type") {
-        None => match map.get("name") {
-            Some(Value::String(name)) => {
-                let token = match map.get("token") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(t)) => Some(t.clone()),
-                    Some(_) => return Err(DecodeError::new(id, "`token` must be a string")),
-                };
-                Ok(Inbound::LegacyJoin {
-                    id,
-                    name: name.clone(),
-                    token,
-                })
-            }
-            Some(_) => Err(DecodeError::new(id, "`name` must be a string")),
+    let id = request_id(envelope.id).map_err(|m| DecodeError::new(None, m))?;
+    match envelope.ty.clone() {
+        Some(ty) => match envelope.command(&ty) {
+            Ok(command) => Ok(Inbound::Command { id, command }),
+            Err(message) => Err(DecodeError::new(id, message)),
+        },
+        None => match envelope.name {
+            Some(name) => Ok(Inbound::LegacyJoin {
+                id,
+                name,
+                token: envelope.token,
+            }),
             None => Err(DecodeError::new(id, "missing field `type`")),
         },
-        Some(Value::String(_)) => match Command::deserialize(value) {
-            Ok(command) => Ok(Inbound::Command { id, command }),
-            Err(e) => Err(DecodeError::new(id, e.to_string())),
-        },
-        Some(_) => Err(DecodeError::new(id, "`type` must be a string")),
     }
 }
 
@@ -270,7 +359,7 @@ pub enum Event<'a> {
         to: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<&'a str>,
-        body: &'a Value,
+        body: &'a RawValue,
         ts: u64,
     },
     Presence {
@@ -330,7 +419,6 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> ByteString {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn command(text: &str) -> (Option<RequestId>, Command) {
         match decode(text) {
@@ -341,86 +429,70 @@ mod tests {
 
     #[test]
     fn decodes_every_command() {
-        assert_eq!(
-            command(r#"{"type":"join","name":"alice","id":1}"#),
-            (
-                Some(RequestId::Int(1)),
-                Command::Join {
-                    name: "alice".into(),
-                    token: None
-                }
-            )
+        let (id, c) = command(r#"{"type":"join","name":"alice","id":1}"#);
+        assert_eq!(id, Some(RequestId::Int(1)));
+        assert!(matches!(c, Command::Join { name, token: None } if name == "alice"));
+        let (id, c) = command(r#"{"type":"direct","to":"bob","body":{"x": 1},"id":"a"}"#);
+        assert_eq!(id, Some(RequestId::Str("a".into())));
+        // The body is kept exactly as the client wrote it.
+        assert!(
+            matches!(c, Command::Direct { to, body } if to == "bob" && body.get() == r#"{"x": 1}"#)
         );
-        assert_eq!(
-            command(r#"{"type":"direct","to":"bob","body":{"x":1},"id":"a"}"#),
-            (
-                Some(RequestId::Str("a".into())),
-                Command::Direct {
-                    to: "bob".into(),
-                    body: json!({"x":1})
-                }
-            )
-        );
-        assert_eq!(
+        assert!(matches!(
             command(r#"{"type":"broadcast","body":null}"#).1,
-            Command::Broadcast { body: Value::Null }
-        );
-        assert_eq!(
+            Command::Broadcast { body } if body.get() == "null"
+        ));
+        assert!(matches!(
             command(r#"{"type":"subscribe","group":"g"}"#).1,
-            Command::Subscribe {
-                group: "g".into(),
-                presence: false
-            }
-        );
-        assert_eq!(
+            Command::Subscribe { group, presence: false } if group == "g"
+        ));
+        assert!(matches!(
             command(r#"{"type":"subscribe","group":"g","presence":true}"#).1,
-            Command::Subscribe {
-                group: "g".into(),
-                presence: true
-            }
-        );
-        assert_eq!(
+            Command::Subscribe { presence: true, .. }
+        ));
+        assert!(matches!(
             command(r#"{"type":"unsubscribe","group":"g"}"#).1,
-            Command::Unsubscribe { group: "g".into() }
-        );
-        assert_eq!(
+            Command::Unsubscribe { group } if group == "g"
+        ));
+        assert!(matches!(
             command(r#"{"type":"publish","group":"g","body":"hi"}"#).1,
-            Command::Publish {
-                group: "g".into(),
-                body: json!("hi")
-            }
-        );
-        assert_eq!(
+            Command::Publish { group, body } if group == "g" && body.get() == r#""hi""#
+        ));
+        assert!(matches!(
             command(r#"{"type":"users"}"#).1,
             Command::Users { group: None }
-        );
-        assert_eq!(command(r#"{"type":"ping"}"#).1, Command::Ping);
-        assert_eq!(
+        ));
+        assert!(matches!(command(r#"{"type":"ping"}"#).1, Command::Ping));
+        assert!(matches!(
             command(r#"{"type":"history","symbol":"600519","limit":5}"#).1,
-            Command::History {
-                symbol: "600519".into(),
-                limit: Some(5)
-            }
-        );
+            Command::History { symbol, limit: Some(5) } if symbol == "600519"
+        ));
+        let (id, _) = command(r#"{"type":"ping","id":18446744073709551615}"#);
+        assert_eq!(id, Some(RequestId::UInt(u64::MAX)));
+        let (id, _) = command(r#"{"type":"ping","id":"a\"b"}"#);
+        assert_eq!(id, Some(RequestId::Str("a\"b".into())));
     }
 
     #[test]
     fn tolerates_bom_and_whitespace() {
-        assert_eq!(command("\u{feff} {\"type\":\"ping\"}\n").1, Command::Ping);
-        assert_eq!(command(" \u{feff}{\"type\":\"ping\"}").1, Command::Ping);
-        assert_eq!(decode(" stock\n"), Ok(Inbound::LegacyStock));
+        assert!(matches!(
+            command("\u{feff} {\"type\":\"ping\"}\n").1,
+            Command::Ping
+        ));
+        assert!(matches!(
+            command(" \u{feff}{\"type\":\"ping\"}").1,
+            Command::Ping
+        ));
+        assert!(matches!(decode(" stock\n"), Ok(Inbound::LegacyStock)));
     }
 
     #[test]
     fn classic_login_has_no_type() {
-        assert_eq!(
-            decode(r#"{"name":"sales,vip_alice"}"#),
-            Ok(Inbound::LegacyJoin {
-                id: None,
-                name: "sales,vip_alice".into(),
-                token: None
-            })
-        );
+        assert!(matches!(
+            decode(r#"{"name":"sales,vip_alice","id":3}"#),
+            Ok(Inbound::LegacyJoin { id: Some(RequestId::Int(3)), name, token: None })
+                if name == "sales,vip_alice"
+        ));
     }
 
     #[test]
@@ -446,6 +518,14 @@ mod tests {
         let err = decode(r#"{"type":"nope","id":"x"}"#).unwrap_err();
         assert_eq!(err.id, Some(RequestId::Str("x".into())));
         assert!(err.message.contains("nope"), "{}", err.message);
+        // A mistyped field fails the whole message, but the id is still echoed.
+        let err = decode(r#"{"type":"subscribe","group":5,"id":7}"#).unwrap_err();
+        assert_eq!(err.id, Some(RequestId::Int(7)));
+        let err = decode(r#"{"type":"direct","to":"bob","id":8}"#).unwrap_err();
+        assert_eq!(
+            (err.id, err.message.as_str()),
+            (Some(RequestId::Int(8)), "missing field `body`")
+        );
     }
 
     #[test]
@@ -496,7 +576,7 @@ mod tests {
             encode(&Event::Pong { id: None }).to_string(),
             r#"{"type":"pong"}"#
         );
-        let body = json!({"text":"hi"});
+        let body = RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap();
         assert_eq!(
             encode(&Event::Message {
                 kind: Kind::Group,

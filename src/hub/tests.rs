@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::*;
@@ -10,6 +11,11 @@ use crate::auth::Grant;
 use crate::market::{default_symbols, ModelConfig};
 use crate::outbox::Wake;
 use crate::ticker::{Advance, IsRunning};
+
+/// A message body, as a session would pass it on.
+fn body(v: Value) -> Body {
+    RawValue::from_string(v.to_string()).unwrap()
+}
 
 /// Stands in for a session's actor: takes wake-ups and does nothing.
 struct Sink;
@@ -87,11 +93,11 @@ impl Client {
         self.next().await
     }
 
-    fn publish(&self, group: &str, body: Value) {
+    fn publish(&self, group: &str, payload: Value) {
         self.hub.do_send(Publish {
             caller: self.caller(Some(1)),
             group: group.into(),
-            body,
+            body: body(payload),
         });
     }
 
@@ -178,11 +184,11 @@ async fn commands_before_join_answer_not_joined() {
     hub.do_send(SendDirect {
         caller: a.caller(Some(1)),
         to: "x".into(),
-        body: json!(1),
+        body: body(json!(1)),
     });
     hub.do_send(Broadcast {
         caller: a.caller(Some(2)),
-        body: json!(1),
+        body: body(json!(1)),
     });
     hub.do_send(Subscribe {
         caller: a.caller(Some(3)),
@@ -192,7 +198,7 @@ async fn commands_before_join_answer_not_joined() {
     hub.do_send(Publish {
         caller: a.caller(Some(4)),
         group: "room".into(),
-        body: json!(1),
+        body: body(json!(1)),
     });
     hub.do_send(ListUsers {
         caller: a.caller(Some(5)),
@@ -218,7 +224,7 @@ async fn direct_reaches_every_session_of_the_user() {
     hub.do_send(SendDirect {
         caller: alice.caller(Some(9)),
         to: "bob".into(),
-        body: json!({"text":"hi"}),
+        body: body(json!({"text":"hi"})),
     });
     assert_eq!(
         alice.one().await,
@@ -236,7 +242,7 @@ async fn direct_reaches_every_session_of_the_user() {
     hub.do_send(SendDirect {
         caller: alice.caller(Some(10)),
         to: "carol".into(),
-        body: json!(1),
+        body: body(json!(1)),
     });
     assert_eq!(code(&alice.one().await), "not_found");
     // One of bob's sessions leaves: the other still gets his messages.
@@ -244,7 +250,7 @@ async fn direct_reaches_every_session_of_the_user() {
     hub.do_send(SendDirect {
         caller: alice.caller(None),
         to: "bob".into(),
-        body: json!(2),
+        body: body(json!(2)),
     });
     assert_eq!(alice.one().await["delivered"], 1);
     assert_eq!(bob_phone.one().await["body"], 2);
@@ -260,7 +266,7 @@ async fn broadcast_reaches_joined_sessions_only() {
     b.join("b").await;
     hub.do_send(Broadcast {
         caller: a.caller(Some(1)),
-        body: json!("all"),
+        body: body(json!("all")),
     });
     let to_a = a.take().await;
     assert_eq!(to_a.len(), 2, "{to_a:?}");
