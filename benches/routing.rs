@@ -1,1 +1,363 @@
-fn main() {}
+//! Routing micro-benchmark: what the hub spends to deliver one group message to 10,000
+//! members, with stand-in recipients and no sockets.
+//!
+//! `cargo bench --bench routing` first prints a summary (ns per delivery and heap
+//! allocations per publish, counted by the global allocator below), then runs the
+//! Criterion groups:
+//! - `pool/publish_cold/N`: what the hub's `Publish` handler does (encode the event once,
+//!   push the shared frame into every member's [`Outbox`]), when every outbox is empty,
+//!   so every push also sends a `Wake` to that member's actor: the steady state at a low
+//!   message rate. The stand-in actors (one per member, like sessions) live on another
+//!   thread, as sessions live on the worker thread.
+//! - `pool/publish_queued/N`: the same when every outbox already holds frames and its
+//!   session has been woken: no `Wake`, the steady state at saturation.
+//! - `hub/publish_cold/10000`: the whole `Publish` message through the `Hub` actor.
+//!
+//! Throughput is reported in elements (deliveries): ns per delivery = 1e9 / elem/s.
+
+use std::alloc::{GlobalAlloc, Layout, System as SystemAlloc};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use serde_json::{json, Value};
+
+use wxhub::auth::Grant;
+use wxhub::hub::{Caller, Connect, Hub, HubConfig, Join, Publish, Subscribe};
+use wxhub::outbox::{Outbox, Wake};
+use wxhub::pool::{Pool, SessionId};
+use wxhub::protocol::{encode, now_ms, Event, Kind};
+
+// ---------------------------------------------------------------------------------
+// Counting allocator: allocations made by the current thread (the "hub" thread here).
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count(size: usize) {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+    let _ = BYTES.try_with(|c| c.set(c.get() + size as u64));
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        count(l.size());
+        SystemAlloc.alloc(l)
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        count(l.size());
+        SystemAlloc.alloc_zeroed(l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        count(new);
+        SystemAlloc.realloc(p, l, new)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        SystemAlloc.dealloc(p, l)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> (u64, u64) {
+    (ALLOCS.with(Cell::get), BYTES.with(Cell::get))
+}
+
+// ---------------------------------------------------------------------------------
+// Stand-in sessions.
+
+/// Takes wake-ups and does nothing; one per member, like a session actor.
+struct Sink;
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+impl Handler<Wake> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Wake, _: &mut Context<Self>) {}
+}
+
+const LIMIT: usize = 1 << 20;
+const GROUP: &str = "bench";
+
+/// `n` members with outboxes whose actors run on `arbiter`.
+fn outboxes(n: usize, arbiter: &ArbiterHandle) -> Vec<Arc<Outbox>> {
+    let total = Arc::new(AtomicUsize::new(0));
+    (0..n)
+        .map(|_| {
+            let addr = Sink::start_in_arbiter(arbiter, |_| Sink);
+            Arc::new(Outbox::new(addr.recipient(), LIMIT, total.clone()))
+        })
+        .collect()
+}
+
+/// A pool of `n` joined members of `GROUP`.
+fn pool(boxes: &[Arc<Outbox>]) -> Pool {
+    let mut pool = Pool::new(100);
+    for (i, ob) in boxes.iter().enumerate() {
+        let id = i as SessionId;
+        pool.connect(id, ob.clone());
+        pool.join(id, &format!("user{i}"), Grant::all())
+            .expect("join");
+        pool.subscribe(id, GROUP, false).expect("subscribe");
+    }
+    pool
+}
+
+fn body() -> Value {
+    json!({"text": "hello room", "n": 12345})
+}
+
+/// What the `Publish` handler does for a group: encode once, push to every member.
+fn publish(pool: &Pool, from: &str, body: &Value) -> usize {
+    let frame = encode(&Event::Message {
+        kind: Kind::Group,
+        from,
+        to: None,
+        group: Some(GROUP),
+        body,
+        ts: now_ms(),
+    });
+    let group = pool.group(GROUP).expect("the group");
+    let mut delivered = 0;
+    for (_, ob) in group.outboxes() {
+        if ob.push(&frame) {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+fn drain_all(boxes: &[Arc<Outbox>]) {
+    for ob in boxes {
+        black_box(ob.drain());
+    }
+}
+
+/// Pushes one frame into every outbox so that each is woken and non-empty.
+fn prime(boxes: &[Arc<Outbox>]) {
+    let f = ByteString::from_static("{}");
+    for ob in boxes {
+        ob.push(&f);
+    }
+}
+
+/// Times `reps` cold publishes (outboxes drained between them, untimed).
+fn time_cold(pool: &Pool, boxes: &[Arc<Outbox>], reps: u64) -> (Duration, u64, u64) {
+    let body = body();
+    let mut t = Duration::ZERO;
+    let (mut na, mut nb) = (0, 0);
+    for _ in 0..reps {
+        drain_all(boxes);
+        let (a0, b0) = allocs();
+        let s = Instant::now();
+        black_box(publish(pool, "publisher", &body));
+        t += s.elapsed();
+        let (a1, b1) = allocs();
+        na += a1 - a0;
+        nb += b1 - b0;
+    }
+    drain_all(boxes);
+    (t, na, nb)
+}
+
+/// Times `reps` publishes into outboxes that are already woken.
+fn time_queued(pool: &Pool, boxes: &[Arc<Outbox>], reps: u64) -> (Duration, u64, u64) {
+    let body = body();
+    let mut t = Duration::ZERO;
+    let (mut na, mut nb) = (0, 0);
+    drain_all(boxes);
+    prime(boxes);
+    for r in 0..reps {
+        if r % 64 == 63 {
+            // Stay far below the 1 MiB bound; the session would have drained by now.
+            drain_all(boxes);
+            prime(boxes);
+        }
+        let (a0, b0) = allocs();
+        let s = Instant::now();
+        black_box(publish(pool, "publisher", &body));
+        t += s.elapsed();
+        let (a1, b1) = allocs();
+        na += a1 - a0;
+        nb += b1 - b0;
+    }
+    drain_all(boxes);
+    (t, na, nb)
+}
+
+/// A `Hub` actor on this thread with `n` members and one publisher (session `n`).
+struct HubRig {
+    hub: Addr<Hub>,
+    boxes: Vec<Arc<Outbox>>,
+    publisher: SessionId,
+}
+
+fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
+    let boxes = outboxes(n + 1, arbiter);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let hub = sys.block_on(async {
+        let hub = Hub::new(
+            HubConfig {
+                max_groups: 100,
+                market: None,
+            },
+            queued,
+        )
+        .start();
+        for (i, ob) in boxes.iter().enumerate() {
+            let caller = Caller {
+                session: i as SessionId,
+                id: None,
+            };
+            hub.do_send(Connect {
+                session: i as SessionId,
+                outbox: ob.clone(),
+            });
+            hub.do_send(Join {
+                caller: caller.clone(),
+                name: format!("user{i}"),
+                classic: false,
+                grant: Grant::all(),
+            });
+            if i < n {
+                hub.do_send(Subscribe {
+                    caller,
+                    group: GROUP.into(),
+                    presence: false,
+                });
+            }
+        }
+        hub
+    });
+    // Let the hub handle all of that, then forget the replies.
+    sys.block_on(hub.send(wxhub::hub::GetStats)).expect("stats");
+    drain_all(&boxes);
+    HubRig {
+        hub,
+        boxes,
+        publisher: n as SessionId,
+    }
+}
+
+fn hub_publish(sys: &SystemRunner, rig: &HubRig) {
+    sys.block_on(rig.hub.send(Publish {
+        caller: Caller {
+            session: rig.publisher,
+            id: None,
+        },
+        group: GROUP.into(),
+        body: body(),
+    }))
+    .expect("publish");
+}
+
+fn time_hub_cold(sys: &SystemRunner, rig: &HubRig, reps: u64) -> (Duration, u64, u64) {
+    let mut t = Duration::ZERO;
+    let (mut na, mut nb) = (0, 0);
+    for _ in 0..reps {
+        drain_all(&rig.boxes);
+        let (a0, b0) = allocs();
+        let s = Instant::now();
+        hub_publish(sys, rig);
+        t += s.elapsed();
+        let (a1, b1) = allocs();
+        na += a1 - a0;
+        nb += b1 - b0;
+    }
+    drain_all(&rig.boxes);
+    (t, na, nb)
+}
+
+fn line(what: &str, n: usize, reps: u64, (t, a, b): (Duration, u64, u64)) {
+    let per_pub = t.as_secs_f64() / reps as f64;
+    println!(
+        "routing: {what:<22} {n:>6} members: {:>8.1} us per publish = {:>6.1} ns per delivery; \
+         {:>8.1} allocations ({:.0} bytes) per publish",
+        per_pub * 1e6,
+        per_pub * 1e9 / n as f64,
+        a as f64 / reps as f64,
+        b as f64 / reps as f64
+    );
+}
+
+fn main() {
+    let sys = System::new();
+    // The stand-in sessions' thread, as the sessions have the worker thread.
+    let sessions = Arbiter::new();
+    let arb = sessions.handle();
+    let quick = std::env::args().any(|a| a == "--test" || a == "--list");
+
+    let sizes: &[usize] = &[1_000, 10_000, 15_000];
+    let mut rigs = Vec::new();
+    for &n in sizes {
+        let boxes = outboxes(n, &arb);
+        let pool = pool(&boxes);
+        assert_eq!(publish(&pool, "warmup", &body()), n);
+        drain_all(&boxes);
+        rigs.push((n, boxes, pool));
+    }
+    let hub10k = hub_rig(&sys, &arb, 10_000);
+
+    // The summary: plain timing and allocation counts, before Criterion's statistics.
+    let reps = if quick { 3 } else { 200 };
+    for (n, boxes, pool) in &rigs {
+        line(
+            "pool cold (wake each)",
+            *n,
+            reps,
+            time_cold(pool, boxes, reps),
+        );
+        line(
+            "pool queued (no wake)",
+            *n,
+            reps,
+            time_queued(pool, boxes, reps),
+        );
+    }
+    line(
+        "hub actor cold",
+        10_000,
+        reps,
+        time_hub_cold(&sys, &hub10k, reps),
+    );
+
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    {
+        let mut g = c.benchmark_group("pool");
+        for (n, boxes, pool) in &rigs {
+            g.throughput(Throughput::Elements(*n as u64));
+            g.bench_with_input(BenchmarkId::new("publish_cold", n), n, |b, _| {
+                b.iter_custom(|iters| time_cold(pool, boxes, iters).0)
+            });
+            g.bench_with_input(BenchmarkId::new("publish_queued", n), n, |b, _| {
+                b.iter_custom(|iters| time_queued(pool, boxes, iters).0)
+            });
+        }
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("hub");
+        g.throughput(Throughput::Elements(10_000));
+        g.bench_function(BenchmarkId::new("publish_cold", 10_000), |b| {
+            b.iter_custom(|iters| time_hub_cold(&sys, &hub10k, iters).0)
+        });
+        g.finish();
+    }
+    c.final_summary();
+    sessions.stop();
+}

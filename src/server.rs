@@ -124,9 +124,13 @@ pub async fn run(
             log::info!("shutting down");
             // Stop accepting first, so that clients told to go away reconnect elsewhere.
             let stopping = actix_web::rt::spawn(handle.stop(true));
-            let _ = started.hub.send(hub::Shutdown).await;
-            let drain = Duration::from_millis(config.drain_ms);
-            if actix_web::rt::time::timeout(drain, stopping).await.is_err() {
+            let hub = started.hub.clone();
+            let drain = async move {
+                let _ = hub.send(hub::Shutdown).await;
+                let _ = stopping.await;
+            };
+            let limit = Duration::from_millis(config.drain_ms);
+            if actix_web::rt::time::timeout(limit, drain).await.is_err() {
                 log::warn!("drain time passed with connections still open");
             }
             Ok(Ok(()))
