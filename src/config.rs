@@ -178,6 +178,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks what flags cannot check one by one.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut codes = std::collections::HashSet::new();
+        for s in &self.symbols {
+            if !codes.insert(&s.code) {
+                return Err(format!("symbol {} is listed twice in --symbols", s.code));
+            }
+        }
+        Ok(())
+    }
+
     /// The per-session limits.
     pub fn limits(&self) -> Arc<Limits> {
         Arc::new(Limits {
@@ -244,6 +255,9 @@ mod tests {
         assert_eq!(c.market().model.symbols.len(), 2);
         assert!(Cli::try_parse_from(["wxhub", "--tick-ms", "0"]).is_err());
         assert!(Cli::try_parse_from(["wxhub", "--symbols", "bad"]).is_err());
+        let twice = Cli::try_parse_from(["wxhub", "--symbols", "A:a:1,A:b:2"]).unwrap();
+        assert!(twice.config.validate().is_err());
+        assert!(c.validate().is_ok());
         let t = Cli::try_parse_from([
             "wxhub", "token", "--name", "a", "--ttl", "2h", "--secret", "s",
         ])

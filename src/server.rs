@@ -48,6 +48,9 @@ pub struct Started {
 /// system (`#[actix_web::main]`, `#[actix_web::test]`). The server does not handle
 /// signals: [`run`] does, so that sessions are closed with 1001 first.
 pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // The hub gets a thread of its own, so routing never waits behind socket writes.
     let arbiter = Arbiter::new();
     let hub_config = config.hub();
