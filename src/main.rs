@@ -21,6 +21,10 @@ async fn main() -> std::io::Result<()> {
         return Ok(());
     }
     let config = cli.config;
+    if let Err(e) = config.validate() {
+        eprintln!("wxhub: {e}");
+        std::process::exit(2);
+    }
     let listener = std::net::TcpListener::bind(config.bind)?;
     log::info!(
         "wxhub listening on http://{}/ (WebSocket at /ws)",
