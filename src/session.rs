@@ -108,6 +108,8 @@ pub struct Session {
     /// When the client last sent anything at all.
     last_heard: Instant,
     partial: Option<Partial>,
+    /// Set once the session has sent its close frame.
+    closing: bool,
     bucket: TokenBucket,
     failed_joins: u32,
     /// Released when the session is dropped, however it ends.
@@ -127,6 +129,7 @@ impl Session {
             registered: false,
             last_heard: now,
             partial: None,
+            closing: false,
             failed_joins: 0,
             _slot: slot,
         }
@@ -161,12 +164,17 @@ impl Session {
     }
 
     /// Writes what is queued, then closes with `reason` (after an optional last frame).
+    /// Only the first call counts: frames still buffered after it must not add a second
+    /// close frame.
     fn shut(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         reason: CloseReason,
         last: Option<ByteString>,
     ) {
+        if std::mem::replace(&mut self.closing, true) {
+            return;
+        }
         if let Some(outbox) = &self.outbox {
             outbox.close(reason);
         }
@@ -471,7 +479,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
-                ctx.close(reason);
+                if !std::mem::replace(&mut self.closing, true) {
+                    ctx.close(reason);
+                }
                 ctx.stop();
             }
         }
