@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The peer comparison of docs/BENCHMARKS.md: every hub, every test, REPS times, side by
+# side in one sitting, measured by the neutral, protocol-agnostic wsbench (vendored in
+# wsbench/). Each run gets a freshly started hub (start.sh) and one wsbench process;
+# `top` is recorded before each run, since the machine is shared.
+#   bench/peers/run-matrix.sh                      (from the repository's root)
+#   REPS=2 PEERS="wxhub ws socketio" TESTS="idle10k sat1k sat10k rate1k rate10k" \
+#     OUT=/tmp/wsbench-results WORK=/tmp/wxhub-peers bench/peers/run-matrix.sh
+# It copies this folder to $WORK, runs `npm ci` and builds wsbench there (the repository
+# stays clean), then prints the summary tables (summarize.py).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+REPS="${REPS:-2}"
+PEERS="${PEERS:-wxhub ws socketio}"
+TESTS="${TESTS:-idle10k sat1k sat10k rate1k rate10k}"
+OUT="${OUT:-/tmp/wsbench-results}"
+WORK="${WORK:-/tmp/wxhub-peers}"
+export WXHUB_BIN="$(cd "$(dirname "${WXHUB_BIN:-target/release/wxhub}")" && pwd)/$(basename "${WXHUB_BIN:-target/release/wxhub}")"
+mkdir -p "$OUT" "$WORK"
+cp -r "$here/." "$WORK/"
+if [[ " $PEERS " == *" ws "* || " $PEERS " == *" socketio "* ]]; then
+  [ -d "$WORK/node_modules" ] || (cd "$WORK" && npm ci --silent)
+fi
+B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
+[ -x "$B" ] || (cd "$WORK/wsbench" && cargo build --release --quiet)
+export PEERS_DIR="$WORK"
+
+peer_flags() {
+  case "$1" in
+    wxhub)    PF=(--on-open '{"type":"join","name":"u{i}"}' --on-open '{"type":"subscribe","group":"bench"}'
+                  --await-reply --publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
+    ws)       PF=(--publish 't={ts}') ;;
+    socketio) PF=(--on-open 40 --ready-prefix 40 --reply 2=3 --publish '42["pub","t={ts}"]') ;;
+  esac
+}
+COMMON=(--threads 1 --source-ips 127.0.0.2-127.0.0.9 --connect-timeout-s 120 --max-s 900)
+test_flags() {
+  case "$1" in
+    idle10k) TF=(idle --clients 10000 --hold-s 10) ;;
+    idle15k) TF=(idle --clients 15000 --hold-s 10) ;;
+    sat1k)   TF=(fanout --clients 1000 --inflight 64 --warmup-s 2 --duration-s 10 --lost-after-s 30) ;;
+    sat10k)  TF=(fanout --clients 10000 --inflight 64 --warmup-s 2 --duration-s 10 --lost-after-s 30) ;;
+    sat15k)  TF=(fanout --clients 15000 --inflight 64 --warmup-s 2 --duration-s 10 --lost-after-s 30) ;;
+    rate1k)  TF=(fanout --clients 1000 --rate 10 --warmup-s 2 --duration-s 10) ;;
+    rate10k) TF=(fanout --clients 10000 --rate 10 --warmup-s 2 --duration-s 10) ;;
+  esac
+}
+
+for rep in $(seq 1 "$REPS"); do
+  for t in $TESTS; do
+    for p in $PEERS; do
+      peer_flags "$p"; test_flags "$t"
+      read -r pid _port url < <("$here/start.sh" "$p")
+      f="$OUT/$p.$t.$rep.txt"
+      cmd=("$B" "${TF[@]}" --url "$url" --pid "$pid" "${PF[@]}" "${COMMON[@]}" --label "$p.$t.$rep")
+      { echo "# top before the run:"; top -bn1 | sed -n '1,3p;7,12p' | sed 's/^/# /'; } > "$f"
+      printf '%q ' "${cmd[@]}" >> "$f"; echo >> "$f"
+      echo "== $(date +%T) $p $t rep $rep (load $(cut -d' ' -f1-3 /proc/loadavg))"
+      timeout 960 "${cmd[@]}" >> "$f" 2>&1 || echo "wsbench exit $? for $p $t $rep" | tee -a "$f"
+      grep -E '^(idle|fanout|inflight|rate|latency|hub|held|errors)' "$f" | sed 's/^/   /' || true
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      sleep 1
+    done
+  done
+done
+python3 "$here/summarize.py" "$OUT"

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# CI smoke of every wxhub-bench scenario, so the load generator never rots: small N,
+# a couple of seconds each, no thresholds. Starts its own hub on a free loopback port
+# for each scenario (wxhub-bench --hub-bin) and fails only if the tool itself fails
+# (no client ready, nothing delivered, the hub died, a crash).
+#
+#   bench/smoke.sh                    # from anywhere in the repository
+#   WXHUB_BIN=path/to/wxhub bench/smoke.sh
+#
+# WXHUB_BIN: the hub (default target/release/wxhub, else target/debug/wxhub).
+# WXHUB_BENCH_BIN: a built wxhub-bench (default: `cargo build -p wxhub-bench`, debug).
+# SMOKE_CLIENTS (default 50) and SMOKE_SECONDS (default 1.5) size every scenario.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+hub="${WXHUB_BIN:-}"
+if [ -z "$hub" ]; then
+  for c in target/release/wxhub target/debug/wxhub; do
+    if [ -x "$c" ]; then hub="$c"; break; fi
+  done
+fi
+if [ -z "$hub" ] || [ ! -x "$hub" ]; then
+  echo "smoke: no hub binary (cargo build, or set WXHUB_BIN)" >&2
+  exit 1
+fi
+
+bench="${WXHUB_BENCH_BIN:-}"
+if [ -z "$bench" ]; then
+  cargo build --quiet -p wxhub-bench
+  bench="$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/wxhub-bench"
+  [ -x "$bench" ] || bench=target/debug/wxhub-bench
+fi
+
+n="${SMOKE_CLIENTS:-50}"
+secs="${SMOKE_SECONDS:-1.5}"
+logdir="$(mktemp -d "${TMPDIR:-/tmp}/wxhub-smoke.XXXXXX")"
+# The hub's per-session rate limit (50 commands/s by default) would refuse a publisher
+# that publishes as fast as the hub delivers: lift it for the load generator.
+common=(--hub-bin "$hub" --hub-arg=--rate-limit=1000000 --hub-arg=--rate-burst=1000000
+        --warmup-s 0.5 --duration-s "$secs" --settle-s 0.2 --settle-max-s 5 --drain-s 5
+        --connect-timeout-s 20 --max-s 60 --quiet)
+
+failed=0
+ran=0
+run() {
+  local name="$1"; shift
+  local out="$logdir/$name.txt"
+  ran=$((ran + 1))
+  local start=$SECONDS
+  if timeout 90 "$bench" "$@" --hub-log "$logdir/$name.hub.log" --label "smoke.$name" >"$out" 2>&1; then
+    # The line that says what was measured, for the CI log.
+    local what
+    what="$(grep -E '^  (deliveries|direct|chatroom|ticker|connected) ' "$out" | tail -1 | sed 's/^ *//')"
+    echo "ok   $name ($((SECONDS - start)) s): $what"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name (exit $?), output:"
+    sed 's/^/     /' "$out"
+    if [ -s "$logdir/$name.hub.log" ]; then
+      echo "     hub log:"
+      tail -20 "$logdir/$name.hub.log" | sed 's/^/     /'
+    fi
+  fi
+}
+
+run idle            idle     --clients "$n" --burst 5 --hold-s 0.5 "${common[@]}"
+run fanout-saturate fanout   --clients "$n" --inflight 16 "${common[@]}"
+run fanout-rate     fanout   --clients "$n" --rate 100 "${common[@]}"
+run direct          direct   --clients "$((n / 2 > 0 ? n / 2 : 1))" --window 2 "${common[@]}"
+run chatroom        chatroom --clients "$n" --rate 2 "${common[@]}"
+run ticker          ticker   --clients "$n" --tick-ms 100 "${common[@]}"
+
+# The tool must refuse anything but loopback before opening a socket.
+ran=$((ran + 1))
+if "$bench" idle --url ws://192.0.2.1:80/ws --clients 1 >"$logdir/refuse.txt" 2>&1; then
+  failed=$((failed + 1))
+  echo "FAIL refuse-remote: a non-loopback target was accepted"
+else
+  echo "ok   refuse-remote: $(head -1 "$logdir/refuse.txt")"
+fi
+
+rm -rf "$logdir"
+echo "smoke: $((ran - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
