@@ -2,17 +2,23 @@
 //!
 //! The hub never touches a socket. It pushes encoded frames (a [`ByteString`], so a push
 //! is a reference-count bump, not a copy) into each recipient's [`Outbox`], and wakes the
-//! session with one [`Wake`] message only when the queue goes from empty to non-empty: a
-//! session that is behind drains everything queued in one go, and actix-http writes those
-//! frames together. The queue is bounded in bytes; a push past the bound empties
+//! session only when the queue goes from empty to non-empty: a session that is behind
+//! drains everything queued in one go, and actix-http writes those frames together. A
+//! session is woken through a flag and its task's waker ([`Wakes`], a stream the session
+//! polls): no allocation and no actor message per wake-up. Unit tests stand in a
+//! recorder actor instead, woken with a [`Wake`] message. The queue is bounded in bytes; a push past the bound empties
 //! it, marks the outbox closed as a slow consumer, and reports the failure, so the
 //! hub's memory cannot grow without bound behind a client that stopped reading.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
+use futures_util::Stream;
 
 use crate::error::CloseReason;
 
@@ -25,11 +31,19 @@ pub struct Wake;
 /// session (draining).
 pub struct Outbox {
     queue: Mutex<Queue>,
-    /// How the session is woken; a `Recipient` so unit tests can stand in a recorder.
-    notify: Recipient<Wake>,
+    /// How the session is woken.
+    notify: Notify,
     /// The most bytes that may wait in the queue (one frame is always taken into an
     /// empty queue, so a frame bigger than the bound is not by itself a reason to close).
     limit: usize,
+}
+
+/// How an outbox wakes whoever drains it.
+enum Notify {
+    /// A real session: the waker of the task it runs in, registered by [`Wakes`].
+    Waker(AtomicWaker),
+    /// A stand-in (unit tests): an actor message per wake-up.
+    Message(Recipient<Wake>),
 }
 
 #[derive(Default)]
@@ -44,11 +58,28 @@ struct Queue {
 }
 
 impl Outbox {
-    pub fn new(notify: Recipient<Wake>, limit: usize) -> Self {
+    /// An outbox for a session, which polls [`Wakes`] to learn when to drain it.
+    pub fn new(limit: usize) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
-            notify,
+            notify: Notify::Waker(AtomicWaker::new()),
             limit,
+        }
+    }
+
+    /// An outbox that wakes `recipient` with a [`Wake`] message (stand-in sessions).
+    pub fn with_recipient(recipient: Recipient<Wake>, limit: usize) -> Self {
+        Outbox {
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::Message(recipient),
+            limit,
+        }
+    }
+
+    fn notify(&self) {
+        match &self.notify {
+            Notify::Waker(waker) => waker.wake(),
+            Notify::Message(recipient) => recipient.do_send(Wake),
         }
     }
 
@@ -78,9 +109,9 @@ impl Outbox {
             }
             (accepted, !std::mem::replace(&mut q.woken, true))
         };
-        // Sent outside the lock: it allocates, and the session may be draining.
+        // Outside the lock: the session may be draining.
         if wake {
-            self.notify.do_send(Wake);
+            self.notify();
         }
         accepted
     }
@@ -97,7 +128,7 @@ impl Outbox {
             !std::mem::replace(&mut q.woken, true)
         };
         if wake {
-            self.notify.do_send(Wake);
+            self.notify();
         }
     }
 
@@ -131,6 +162,27 @@ impl Outbox {
     }
 }
 
+/// The stream of wake-ups a session adds to its context: it yields a [`Wake`] whenever
+/// the outbox has frames or a close waiting, and the session drains it in response.
+pub struct Wakes(pub Arc<Outbox>);
+
+impl Stream for Wakes {
+    type Item = Wake;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Wake>> {
+        // Register before looking, so a push between the look and the return still wakes
+        // the task.
+        if let Notify::Waker(waker) = &self.0.notify {
+            waker.register(cx.waker());
+        }
+        if self.0.lock().woken {
+            Poll::Ready(Some(Wake))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,7 +206,7 @@ mod tests {
     async fn wakes_once_per_batch_and_bounds_bytes() {
         let wakes = Arc::new(AtomicUsize::new(0));
         let addr = Counter(wakes.clone()).start();
-        let outbox = Outbox::new(addr.clone().recipient(), 10);
+        let outbox = Outbox::with_recipient(addr.clone().recipient(), 10);
         let frame = ByteString::from_static("abcd");
         assert!(outbox.push(&frame));
         assert!(outbox.push(&frame));
@@ -183,9 +235,34 @@ mod tests {
     #[actix::test]
     async fn an_empty_outbox_takes_one_frame_bigger_than_the_bound() {
         let addr = Counter(Arc::new(AtomicUsize::new(0))).start();
-        let outbox = Outbox::new(addr.recipient(), 10);
+        let outbox = Outbox::with_recipient(addr.recipient(), 10);
         assert!(outbox.push(&ByteString::from("x".repeat(50))));
         assert!(!outbox.push(&ByteString::from_static("y")));
         assert_eq!(outbox.close_reason(), Some(CloseReason::SlowConsumer));
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+
+    #[actix::test]
+    async fn the_stream_yields_when_something_is_queued() {
+        let outbox = Arc::new(Outbox::new(100));
+        let mut wakes = Wakes(outbox.clone());
+        let pusher = outbox.clone();
+        let push = actix::spawn(async move {
+            pusher.push(&ByteString::from_static("hi"));
+        });
+        // The stream is pending until the push, then yields; after a drain it is pending.
+        assert!(matches!(wakes.next().await, Some(Wake)));
+        push.await.unwrap();
+        let (frames, _) = outbox.drain();
+        assert_eq!(frames.len(), 1);
+        assert!(wakes.next().now_or_never().is_none(), "nothing to drain");
+        outbox.close(CloseReason::Shutdown);
+        assert!(matches!(wakes.next().await, Some(Wake)));
     }
 }

@@ -19,7 +19,7 @@ use bytestring::ByteString;
 use crate::auth::{Grant, Verifier};
 use crate::error::{CloseReason, ErrorCode};
 use crate::hub::{self, Caller, Hub};
-use crate::outbox::{Outbox, Wake};
+use crate::outbox::{Outbox, Wake, Wakes};
 use crate::pool::SessionId;
 use crate::protocol::{decode, encode, Command, Event, Inbound, RequestId};
 use crate::ratelimit::{TokenBucket, Verdict};
@@ -398,7 +398,8 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         let limits = self.shared.limits.clone();
         if self.mode == Mode::Hub {
-            let outbox = Arc::new(Outbox::new(ctx.address().recipient(), limits.max_queued));
+            let outbox = Arc::new(Outbox::new(limits.max_queued));
+            ctx.add_stream(Wakes(outbox.clone()));
             self.shared.hub.do_send(hub::Connect {
                 session: self.id,
                 outbox: outbox.clone(),
@@ -430,8 +431,7 @@ impl Drop for Session {
     }
 }
 
-impl Handler<Wake> for Session {
-    type Result = ();
+impl StreamHandler<Wake> for Session {
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
         if let Some(reason) = self.flush(ctx) {
             self.shut(ctx, reason, None);

@@ -133,7 +133,7 @@ fn market() -> Market {
 }
 
 async fn client_with_limit(hub: &Addr<Hub>, id: SessionId, limit: usize) -> Client {
-    let outbox = Arc::new(Outbox::new(Sink.start().recipient(), limit));
+    let outbox = Arc::new(Outbox::with_recipient(Sink.start().recipient(), limit));
     hub.do_send(Connect {
         session: id,
         outbox: outbox.clone(),
