@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and end-to-end tests, then the JavaScript suites that
-# run the demo page in Chromium and the mini-program client against a real hub.
+# The whole test suite: Rust unit and end-to-end tests (the load generator's included),
+# a smoke run of every benchmark scenario, the Autobahn conformance run, then the
+# JavaScript suites that run the demo page in Chromium and the mini-program client
+# against a real hub.
 #   scripts/test.sh            everything
 #   scripts/test.sh rust       only `cargo test`
 set -euo pipefail
@@ -9,7 +11,7 @@ cd "$root"
 what="${1:-all}"
 
 echo "== cargo test"
-cargo test --all-targets
+cargo test --workspace --all-targets
 
 [[ "$what" == "rust" ]] && exit 0
 
@@ -26,6 +28,9 @@ if [[ ! -x /usr/bin/chromium ]]; then
     exit 1
   fi
 fi
+
+echo "== load generator smoke (bench/smoke.sh)"
+WXHUB_BIN="$WXHUB_BIN" bench/smoke.sh
 
 echo "== Autobahn conformance (scripts/autobahn.sh)"
 scripts/autobahn.sh "$WXHUB_BIN"
