@@ -24,8 +24,10 @@ module.exports = {
   // How long a request waits for its reply before it is rejected with `timeout`.
   requestTimeoutMs: 10000,
 
-  // Commands sent while the socket is down wait in a queue of at most this many.
-  maxQueued: 100,
+  // Commands sent while the socket is down wait in a queue of at most this many: kept
+  // below the hub's default burst of 100, so that the flush after a reconnect (with the
+  // re-join and re-subscribes before it) is not answered `rate_limited`.
+  maxQueued: 50,
 
   // The chat room every chat page joins; its members are the "online" list.
   chatRoom: 'lobby',

@@ -38,7 +38,7 @@ const DEFAULTS = {
   reconnectBaseMs: 500,
   reconnectMaxMs: 30000,
   requestTimeoutMs: 10000,
-  maxQueued: 100,
+  maxQueued: 50,
 };
 
 /** An Error carrying the hub's error `code` (or one of ours: disconnected, timeout, closed, queue_full). */
