@@ -1,0 +1,155 @@
+//! The messages the `Hub` actor handles, one struct per intent, named as verbs.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use crate::auth::Grant;
+use crate::outbox::Outbox;
+use crate::pool::SessionId;
+use crate::protocol::{Body, RequestId};
+use crate::ticker::Ticker;
+
+/// Who sent a command, and the `id` its reply echoes.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub session: SessionId,
+    pub id: Option<RequestId>,
+}
+
+/// A new session; it may send commands right after this.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    pub session: SessionId,
+    pub outbox: Arc<Outbox>,
+}
+
+/// A session ended; it leaves its user and its groups.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub session: SessionId,
+}
+
+/// `join`; `classic` is the `{"name": ...}` login, whose name prefix lists groups.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub caller: Caller,
+    pub name: String,
+    pub classic: bool,
+    /// What the session's verified token allows (everything without auth).
+    pub grant: Grant,
+}
+
+/// `direct`: to every session of one user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendDirect {
+    pub caller: Caller,
+    pub to: String,
+    pub body: Body,
+}
+
+/// `broadcast`: to every joined session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Broadcast {
+    pub caller: Caller,
+    pub body: Body,
+}
+
+/// `subscribe`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub caller: Caller,
+    pub group: String,
+    pub presence: bool,
+}
+
+/// `unsubscribe`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub caller: Caller,
+    pub group: String,
+}
+
+/// `publish`: to every member session of a group.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub caller: Caller,
+    pub group: String,
+    pub body: Body,
+}
+
+/// `users`: the online users, or a group's.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListUsers {
+    pub caller: Caller,
+    pub group: Option<String>,
+}
+
+/// `ping`: answered through the hub so that `pong` keeps its place among the replies.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping {
+    pub caller: Caller,
+}
+
+/// The classic text `stock`: the six-number feed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeClassicFeed {
+    pub session: SessionId,
+}
+
+/// `history`: answered by the ticker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShowHistory {
+    pub caller: Caller,
+    pub symbol: String,
+    pub limit: Option<usize>,
+}
+
+/// One tick from the ticker: the frame for each of its groups, made once. The hub
+/// delivers each to the group's members and keeps it as the group's snapshot, which a new
+/// subscriber gets right after `subscribed`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverTick {
+    pub frames: Vec<(Arc<str>, ByteString)>,
+}
+
+/// The hub is shutting down: close every session with 1001 and refuse new ones.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Asks for the ticker the hub started, if any (tests drive it with [`ticker::Advance`]).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Ticker>>")]
+pub struct GetTicker;
+
+/// Asks for the hub's counters.
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;
+
+/// The hub's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub struct Stats {
+    pub sessions: usize,
+    pub users: usize,
+    pub groups: usize,
+    /// Bytes waiting in all outboxes of the pool.
+    pub queued_bytes: usize,
+    /// Sessions closed because their outbox passed its bound.
+    pub slow_consumers: usize,
+}
