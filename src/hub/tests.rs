@@ -10,6 +10,7 @@ use super::*;
 use crate::auth::Grant;
 use crate::market::{default_symbols, ModelConfig};
 use crate::outbox::Wake;
+use crate::protocol::{Body, RequestId};
 use crate::ticker::{Advance, IsRunning};
 
 /// A message body, as a session would pass it on.
