@@ -8,7 +8,8 @@
 //! - [`outbox`]: the bounded queue of shared frames between the hub and a session.
 //! - [`ratelimit`]: the per-session token bucket against floods.
 //! - [`pool`]: the hub's state (sessions, users, groups) as a plain struct.
-//! - [`hub`]: the `Hub` actor and its messages: joins, direct, broadcast, group routing.
+//! - [`hub`]: the `Hub` actor and its messages (`hub/messages.rs`): joins, direct,
+//!   broadcast, group routing.
 //! - [`session`]: the `Session` actor, one per WebSocket; the only code touching a socket.
 //! - [`market`]: the simulated market (seeded random walk per symbol).
 //! - [`ticker`]: the `Ticker` actor that feeds the stock groups.
