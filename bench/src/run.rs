@@ -599,6 +599,100 @@ async fn drain(run: &Run, done: impl Fn() -> bool) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
+/// What `measure_clients` hands back to the scenarios whose clients send the load.
+struct Measured {
+    /// Hub RSS once settled, before the window.
+    rss1: Option<u64>,
+    /// CPU use over the window (and its length, `secs`).
+    cpu: CpuUse,
+    /// Seconds spent draining after the window.
+    drained: f64,
+    /// Messages received in the window.
+    msgs: u64,
+    /// Messages sent in the window.
+    sent: u64,
+}
+
+/// Settle, read the RSS, Go / window / Stop, then drain until every message sent has
+/// arrived `copies` times (1 for direct messages, the group size for a group): the
+/// whole measurement of `direct` and `chatroom`, whose clients both send and receive.
+async fn measure_clients(run: &Run, copies: u64) -> Measured {
+    let rss1 = settled_rss(run, false).await;
+    let cpu = go_window_stop(run).await;
+    let rec = &run.rec;
+    let drained = drain(run, || {
+        rec.msgs.load(Relaxed) >= rec.sent.load(Relaxed) * copies
+    })
+    .await;
+    Measured {
+        rss1,
+        cpu,
+        drained,
+        msgs: rec.msgs_window.load(Relaxed),
+        sent: rec.sent_window.load(Relaxed),
+    }
+}
+
+/// Keeps a helper connection (the burst client, the fanout publisher) a well-behaved
+/// client once its own work is done: in a task of its own, reads and drops what it still
+/// receives (copies, acks) and answers pings until the connection ends, so its unread
+/// frames do not pile up in the hub while the clients drain.
+fn keep_reading(mut r: Reader, mut w: Writer) {
+    tokio::spawn(async move {
+        loop {
+            while let Ok(Some(f)) = r.next_buffered() {
+                if let Frame::Ping(p) = f {
+                    w.push(OP_PONG, p);
+                }
+            }
+            if w.flush().await.is_err() || !matches!(r.fill().await, Ok(true)) {
+                break;
+            }
+        }
+    });
+}
+
+/// The growth from `before` to `after` (KiB) in bytes per ready connection; `None`
+/// without both readings or without connections. Used for the hub RSS and the kernel
+/// slab figures of `idle`.
+fn per_conn_bytes(before: Option<u64>, after: Option<u64>, ready: usize) -> Option<f64> {
+    match (before, after) {
+        (Some(a), Some(b)) if ready > 0 => Some((b as f64 - a as f64) * 1024.0 / ready as f64),
+        _ => None,
+    }
+}
+
+/// Connects `n` clients and adds the `connected` rows to `rep`: the opening every
+/// scenario that needs its clients shares. `None` when no client became ready (the
+/// report already says so), so the caller can return its report at once.
+async fn connect(
+    run: &Arc<Run>,
+    rep: &mut Report,
+    n: usize,
+    setup: Arc<SetupFn>,
+    role: Arc<RoleFn>,
+) -> Option<Connected> {
+    let conn = connect_all(run, n, setup, role, None).await;
+    rep.connected(&conn, n);
+    (conn.ready > 0).then_some(conn)
+}
+
+/// Lets the hub settle (see `settle`) and then reads its RSS: the "connected" memory
+/// figure the scenarios report, taken at the same point in each.
+async fn settled_rss(run: &Run, busy: bool) -> Option<u64> {
+    settle(run, busy).await;
+    run.rss()
+}
+
+/// Phase Go, the measurement window, phase Stop: the clients (and a publisher, if any)
+/// drive load only between the two, so the window sees the load and nothing else.
+async fn go_window_stop(run: &Run) -> CpuUse {
+    let _ = run.phase.send(Phase::Go);
+    let u = window(run).await;
+    let _ = run.phase.send(Phase::Stop);
+    u
+}
+
 /// The table and the JSON line of one run.
 #[derive(Default)]
 pub struct Report {
@@ -722,6 +816,23 @@ impl Report {
         self.put("samples", h.len());
     }
 
+    /// The delivery count and rate of the window, with its CPU and latency rows: the
+    /// measurement part every load scenario reports the same way.
+    fn deliveries(&mut self, u: &CpuUse, deliveries: u64, rec: &Recorder, unit_note: &str) {
+        self.put("deliveries", deliveries);
+        self.put("deliveries_per_s", deliveries as f64 / u.secs);
+        self.cpu(u, deliveries);
+        self.latency(rec, unit_note);
+    }
+
+    /// The hub's RSS before connecting and once connected, as a row and in the JSON;
+    /// for the scenarios that take no third reading.
+    fn rss_change(&mut self, before: Option<u64>, connected: Option<u64>) {
+        self.row("hub RSS", format!("{} -> {}", kib(before), kib(connected)));
+        self.put("rss_before_kib", before);
+        self.put("rss_connected_kib", connected);
+    }
+
     /// Prints the table and the JSON line; returns the exit code.
     pub fn print(mut self, scenario: &str, url: &str, head: Map<String, Value>, run: &Run) -> i32 {
         let errors = run.errors_json();
@@ -801,12 +912,7 @@ async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>
     rep.put("tail_from", tail_from.unwrap_or(n * 2 / 3));
     let settled = settle(&run, false).await;
     let rss1 = run.rss();
-    let per_conn = |r: Option<u64>| match (rss0, r) {
-        (Some(a), Some(b)) if conn.ready > 0 => {
-            Some((b as f64 - a as f64) * 1024.0 / conn.ready as f64)
-        }
-        _ => None,
-    };
+    let per_conn = |r: Option<u64>| per_conn_bytes(rss0, r, conn.ready);
     rep.row(
         "hub RSS",
         format!(
@@ -822,12 +928,7 @@ async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>
     // Kernel memory for the sockets, both ends (client and hub) since both are here;
     // system-wide, so other activity on the machine adds noise.
     let slab1 = sys::slab_kib();
-    let slab_per_conn = match (slab0, slab1) {
-        (Some(a), Some(b)) if conn.ready > 0 => {
-            Some((b as f64 - a as f64) * 1024.0 / conn.ready as f64)
-        }
-        _ => None,
-    };
+    let slab_per_conn = per_conn_bytes(slab0, slab1, conn.ready);
     rep.row(
         "kernel slab",
         format!(
@@ -841,7 +942,7 @@ async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>
         let t0 = Instant::now();
         let expected = (conn.ready * burst) as u64;
         match open_client(&run, n, &[(proto::join(&format!("{tag}burst")), "joined")]).await {
-            Ok((mut r, mut w)) => {
+            Ok((r, mut w)) => {
                 let _ = run.phase.send(Phase::Go);
                 let mut out = String::new();
                 for s in 0..burst {
@@ -852,18 +953,7 @@ async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>
                     run.note_error(format!("burst send: {e}"));
                 }
                 // Keep the burst connection read (its own copies, acks, pings).
-                tokio::spawn(async move {
-                    loop {
-                        while let Ok(Some(f)) = r.next_buffered() {
-                            if let Frame::Ping(p) = f {
-                                w.push(OP_PONG, p);
-                            }
-                        }
-                        if w.flush().await.is_err() || !matches!(r.fill().await, Ok(true)) {
-                            break;
-                        }
-                    }
-                });
+                keep_reading(r, w);
                 let rec = &run.rec;
                 let ready = conn.ready as u64;
                 let secs = drain(&run, || {
@@ -940,23 +1030,15 @@ async fn fanout(
     rep.put("group", group.clone());
     let rss0 = run.rss();
     let (t, g) = (tag.clone(), group.clone());
-    let conn = connect_all(
-        &run,
-        n,
-        Arc::new(move |i| {
-            vec![
-                (proto::join(&format!("{t}s{i}")), "joined"),
-                (proto::subscribe(&g), "subscribed"),
-            ]
-        }),
-        Arc::new(|_| Role::Subscriber),
-        None,
-    )
-    .await;
-    rep.connected(&conn, n);
-    if conn.ready == 0 {
+    let setup = Arc::new(move |i| {
+        vec![
+            (proto::join(&format!("{t}s{i}")), "joined"),
+            (proto::subscribe(&g), "subscribed"),
+        ]
+    });
+    let Some(conn) = connect(&run, &mut rep, n, setup, Arc::new(|_| Role::Subscriber)).await else {
         return rep;
-    }
+    };
     let (mut r, mut w) =
         match open_client(&run, n, &[(proto::join(&format!("{tag}pub")), "joined")]).await {
             Ok(c) => c,
@@ -965,8 +1047,7 @@ async fn fanout(
                 return rep;
             }
         };
-    settle(&run, false).await;
-    let rss1 = run.rss();
+    let rss1 = settled_rss(&run, false).await;
     rep.put("rss_before_kib", rss0);
     rep.put("rss_connected_kib", rss1);
     let subs = conn.ready.saturating_sub(run.closed.load(Relaxed));
@@ -1079,23 +1160,10 @@ async fn fanout(
             }
         }
         // Keep answering pings and reading acks while the subscribers drain.
-        let _keep = tokio::spawn(async move {
-            loop {
-                while let Ok(Some(f)) = r.next_buffered() {
-                    if let Frame::Ping(p) = f {
-                        w.push(OP_PONG, p);
-                    }
-                }
-                if w.flush().await.is_err() || !matches!(r.fill().await, Ok(true)) {
-                    break;
-                }
-            }
-        });
+        keep_reading(r, w);
         (seq, published_window, lost, acks, ack_min, err)
     });
-    let _ = run.phase.send(Phase::Go);
-    let u = window(&run).await;
-    let _ = run.phase.send(Phase::Stop);
+    let u = go_window_stop(&run).await;
     let rss2 = run.rss();
     let (published, published_window, lost, acks, ack_min, err) =
         publisher
@@ -1131,10 +1199,7 @@ async fn fanout(
     );
     rep.put("published", published_window);
     rep.put("published_per_s", published_window as f64 / u.secs);
-    rep.put("deliveries", deliveries);
-    rep.put("deliveries_per_s", deliveries as f64 / u.secs);
-    rep.cpu(&u, deliveries);
-    rep.latency(rec, "");
+    rep.deliveries(&u, deliveries, rec, "");
     let missing = expected.saturating_sub(received);
     rep.row(
         "completeness",
@@ -1183,31 +1248,23 @@ async fn direct(run: Arc<Run>, window_k: usize, rate: Option<f64>) -> Report {
     let t = tag.clone();
     let t2 = tag.clone();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let conn = connect_all(
-        &run,
-        n,
-        Arc::new(move |i| vec![(proto::join(&name(&t, i)), "joined")]),
-        Arc::new(move |i| Role::Direct {
-            partner: name(&t2, i ^ 1),
-            window: window_k,
-            period,
-        }),
-        None,
-    )
-    .await;
-    rep.connected(&conn, n);
-    if conn.ready == 0 {
+    let setup = Arc::new(move |i| vec![(proto::join(&name(&t, i)), "joined")]);
+    let role = Arc::new(move |i| Role::Direct {
+        partner: name(&t2, i ^ 1),
+        window: window_k,
+        period,
+    });
+    if connect(&run, &mut rep, n, setup, role).await.is_none() {
         return rep;
     }
-    settle(&run, false).await;
-    let rss1 = run.rss();
-    let _ = run.phase.send(Phase::Go);
-    let u = window(&run).await;
-    let _ = run.phase.send(Phase::Stop);
+    let Measured {
+        rss1,
+        cpu: u,
+        drained,
+        msgs,
+        sent,
+    } = measure_clients(&run, 1).await;
     let rec = &run.rec;
-    let drained = drain(&run, || rec.msgs.load(Relaxed) >= rec.sent.load(Relaxed)).await;
-    let msgs = rec.msgs_window.load(Relaxed);
-    let sent = rec.sent_window.load(Relaxed);
     rep.row(
         "direct",
         format!(
@@ -1221,10 +1278,7 @@ async fn direct(run: Arc<Run>, window_k: usize, rate: Option<f64>) -> Report {
         ),
     );
     rep.put("sent", sent);
-    rep.put("deliveries", msgs);
-    rep.put("deliveries_per_s", msgs as f64 / u.secs);
-    rep.cpu(&u, msgs);
-    rep.latency(rec, "");
+    rep.deliveries(&u, msgs, rec, "");
     let (sent_all, recv_all) = (rec.sent.load(Relaxed), rec.msgs.load(Relaxed));
     rep.row(
         "completeness",
@@ -1234,13 +1288,11 @@ async fn direct(run: Arc<Run>, window_k: usize, rate: Option<f64>) -> Report {
             run.closed.load(Relaxed)
         ),
     );
-    rep.row("hub RSS", format!("{} -> {}", kib(rss0), kib(rss1)));
+    rep.rss_change(rss0, rss1);
     rep.put("sent_total", sent_all);
     rep.put("received_total", recv_all);
     rep.put("undelivered", sent_all.saturating_sub(recv_all));
     rep.put("acks", rec.acks.load(Relaxed));
-    rep.put("rss_before_kib", rss0);
-    rep.put("rss_connected_kib", rss1);
     if msgs == 0 {
         rep.fatal("no message in the measurement window");
     }
@@ -1260,39 +1312,28 @@ async fn chatroom(run: Arc<Run>, rate: f64, group: String) -> Report {
     let rss0 = run.rss();
     let period = Duration::from_secs_f64(1.0 / rate);
     let (t, g, g2) = (tag.clone(), group.clone(), group.clone());
-    let conn = connect_all(
-        &run,
-        n,
-        Arc::new(move |i| {
-            vec![
-                (proto::join(&format!("{t}c{i}")), "joined"),
-                (proto::subscribe(&g), "subscribed"),
-            ]
-        }),
-        Arc::new(move |_| Role::Chatter {
-            group: g2.clone(),
-            period,
-        }),
-        None,
-    )
-    .await;
-    rep.connected(&conn, n);
-    if conn.ready == 0 {
+    let setup = Arc::new(move |i| {
+        vec![
+            (proto::join(&format!("{t}c{i}")), "joined"),
+            (proto::subscribe(&g), "subscribed"),
+        ]
+    });
+    let role = Arc::new(move |_| Role::Chatter {
+        group: g2.clone(),
+        period,
+    });
+    let Some(conn) = connect(&run, &mut rep, n, setup, role).await else {
         return rep;
-    }
-    settle(&run, false).await;
-    let rss1 = run.rss();
+    };
     let members = conn.ready as u64;
-    let _ = run.phase.send(Phase::Go);
-    let u = window(&run).await;
-    let _ = run.phase.send(Phase::Stop);
+    let Measured {
+        rss1,
+        cpu: u,
+        drained,
+        msgs,
+        sent,
+    } = measure_clients(&run, members).await;
     let rec = &run.rec;
-    let drained = drain(&run, || {
-        rec.msgs.load(Relaxed) >= rec.sent.load(Relaxed) * members
-    })
-    .await;
-    let msgs = rec.msgs_window.load(Relaxed);
-    let sent = rec.sent_window.load(Relaxed);
     rep.row(
         "chatroom",
         format!(
@@ -1303,10 +1344,7 @@ async fn chatroom(run: Arc<Run>, rate: f64, group: String) -> Report {
     );
     rep.put("published", sent);
     rep.put("published_per_s", sent as f64 / u.secs);
-    rep.put("deliveries", msgs);
-    rep.put("deliveries_per_s", msgs as f64 / u.secs);
-    rep.cpu(&u, msgs);
-    rep.latency(rec, "");
+    rep.deliveries(&u, msgs, rec, "");
     let (sent_all, recv_all) = (rec.sent.load(Relaxed), rec.msgs.load(Relaxed));
     rep.row(
         "completeness",
@@ -1317,12 +1355,10 @@ async fn chatroom(run: Arc<Run>, rate: f64, group: String) -> Report {
             run.closed.load(Relaxed)
         ),
     );
-    rep.row("hub RSS", format!("{} -> {}", kib(rss0), kib(rss1)));
+    rep.rss_change(rss0, rss1);
     rep.put("published_total", sent_all);
     rep.put("received_total", recv_all);
     rep.put("undelivered", (sent_all * members).saturating_sub(recv_all));
-    rep.put("rss_before_kib", rss0);
-    rep.put("rss_connected_kib", rss1);
     if msgs == 0 {
         rep.fatal("no delivery in the measurement window");
     }
@@ -1337,28 +1373,21 @@ async fn ticker(run: Arc<Run>, tick_ms: u64, group: String, join: bool) -> Repor
     rep.put("group", group.clone());
     let rss0 = run.rss();
     let (t, g) = (tag.clone(), group.clone());
-    let conn = connect_all(
-        &run,
-        n,
-        Arc::new(move |i| {
-            let mut v = Vec::new();
-            if join {
-                v.push((proto::join(&format!("{t}t{i}")), "joined"));
-            }
-            v.push((proto::subscribe(&g), "subscribed"));
-            v
-        }),
-        Arc::new(|_| Role::Tick),
-        None,
-    )
-    .await;
-    rep.connected(&conn, n);
-    if conn.ready == 0 {
+    let setup = Arc::new(move |i| {
+        let mut v = Vec::new();
+        if join {
+            v.push((proto::join(&format!("{t}t{i}")), "joined"));
+        }
+        v.push((proto::subscribe(&g), "subscribed"));
+        v
+    });
+    let Some(conn) = connect(&run, &mut rep, n, setup, Arc::new(|_| Role::Tick)).await else {
         return rep;
-    }
+    };
     // The ticker keeps the hub busy by design: wait --settle-s only.
-    settle(&run, true).await;
-    let rss1 = run.rss();
+    let rss1 = settled_rss(&run, true).await;
+    // Not `go_window_stop`: the hub drives the load (the clients only read), and phase
+    // Stop comes after the report has counted the clients still open.
     let u = window(&run).await;
     let rec = &run.rec;
     let msgs = rec.msgs_window.load(Relaxed);
@@ -1374,14 +1403,14 @@ async fn ticker(run: Arc<Run>, tick_ms: u64, group: String, join: bool) -> Repor
         ),
     );
     rep.put("subscribers", subs);
-    rep.put("deliveries", msgs);
-    rep.put("deliveries_per_s", msgs as f64 / u.secs);
     rep.put("expected_per_s", expected / u.secs);
-    rep.cpu(&u, msgs);
-    rep.latency(rec, ", from the tick's ts: millisecond resolution");
-    rep.row("hub RSS", format!("{} -> {}", kib(rss0), kib(rss1)));
-    rep.put("rss_before_kib", rss0);
-    rep.put("rss_connected_kib", rss1);
+    rep.deliveries(
+        &u,
+        msgs,
+        rec,
+        ", from the tick's ts: millisecond resolution",
+    );
+    rep.rss_change(rss0, rss1);
     rep.put("subscribers_closed", run.closed.load(Relaxed));
     let _ = run.phase.send(Phase::Stop);
     if msgs == 0 {
