@@ -81,6 +81,27 @@ fn allocs() -> (u64, u64) {
     (ALLOCS.with(Cell::get), BYTES.with(Cell::get))
 }
 
+/// Runs `reps` rounds of an untimed `setup(round)` then a timed `run()`; returns the
+/// total time of the runs and the allocations (count, bytes) they made on this thread.
+fn repeat<R>(
+    reps: u64,
+    mut setup: impl FnMut(u64),
+    mut run: impl FnMut() -> R,
+) -> (Duration, u64, u64) {
+    let (mut time, mut count, mut bytes) = (Duration::ZERO, 0, 0);
+    for r in 0..reps {
+        setup(r);
+        let (a0, b0) = allocs();
+        let start = Instant::now();
+        black_box(run());
+        time += start.elapsed();
+        let (a1, b1) = allocs();
+        count += a1 - a0;
+        bytes += b1 - b0;
+    }
+    (time, count, bytes)
+}
+
 // ---------------------------------------------------------------------------------
 // Stand-in sessions.
 
@@ -177,45 +198,33 @@ fn prime(boxes: &[Arc<Outbox>]) {
 /// Times `reps` cold publishes (outboxes drained between them, untimed).
 fn time_cold(pool: &Pool, boxes: &[Arc<Outbox>], reps: u64) -> (Duration, u64, u64) {
     let body = body();
-    let mut t = Duration::ZERO;
-    let (mut na, mut nb) = (0, 0);
-    for _ in 0..reps {
-        drain_all(boxes);
-        let (a0, b0) = allocs();
-        let s = Instant::now();
-        black_box(publish(pool, "publisher", &body));
-        t += s.elapsed();
-        let (a1, b1) = allocs();
-        na += a1 - a0;
-        nb += b1 - b0;
-    }
+    let timed = repeat(
+        reps,
+        |_| drain_all(boxes),
+        || publish(pool, "publisher", &body),
+    );
     drain_all(boxes);
-    (t, na, nb)
+    timed
 }
 
 /// Times `reps` publishes into outboxes that are already woken.
 fn time_queued(pool: &Pool, boxes: &[Arc<Outbox>], reps: u64) -> (Duration, u64, u64) {
     let body = body();
-    let mut t = Duration::ZERO;
-    let (mut na, mut nb) = (0, 0);
     drain_all(boxes);
     prime(boxes);
-    for r in 0..reps {
-        if r % 64 == 63 {
-            // Stay far below the 1 MiB bound; the session would have drained by now.
-            drain_all(boxes);
-            prime(boxes);
-        }
-        let (a0, b0) = allocs();
-        let s = Instant::now();
-        black_box(publish(pool, "publisher", &body));
-        t += s.elapsed();
-        let (a1, b1) = allocs();
-        na += a1 - a0;
-        nb += b1 - b0;
-    }
+    let timed = repeat(
+        reps,
+        |r| {
+            if r % 64 == 63 {
+                // Stay far below the 1 MiB bound; the session would have drained by now.
+                drain_all(boxes);
+                prime(boxes);
+            }
+        },
+        || publish(pool, "publisher", &body),
+    );
     drain_all(boxes);
-    (t, na, nb)
+    timed
 }
 
 /// A `Hub` actor on this thread with `n` members and one publisher (session `n`).
@@ -281,20 +290,9 @@ fn hub_publish(sys: &SystemRunner, rig: &HubRig) {
 }
 
 fn time_hub_cold(sys: &SystemRunner, rig: &HubRig, reps: u64) -> (Duration, u64, u64) {
-    let mut t = Duration::ZERO;
-    let (mut na, mut nb) = (0, 0);
-    for _ in 0..reps {
-        drain_all(&rig.boxes);
-        let (a0, b0) = allocs();
-        let s = Instant::now();
-        hub_publish(sys, rig);
-        t += s.elapsed();
-        let (a1, b1) = allocs();
-        na += a1 - a0;
-        nb += b1 - b0;
-    }
+    let timed = repeat(reps, |_| drain_all(&rig.boxes), || hub_publish(sys, rig));
     drain_all(&rig.boxes);
-    (t, na, nb)
+    timed
 }
 
 /// A wake-up that is not an actor message: a flag and the waiting task's waker.
@@ -350,39 +348,19 @@ fn time_do_send(
     arbiter: &ArbiterHandle,
     reps: u64,
 ) -> (Duration, u64, u64) {
-    let mut t = Duration::ZERO;
-    let (mut na, mut nb) = (0, 0);
-    for _ in 0..reps {
-        quiesce(arbiter);
-        let (a0, b0) = allocs();
-        let s = Instant::now();
-        for a in addrs {
-            a.do_send(Wake);
-        }
-        t += s.elapsed();
-        let (a1, b1) = allocs();
-        na += a1 - a0;
-        nb += b1 - b0;
-    }
-    (t, na, nb)
+    repeat(
+        reps,
+        |_| quiesce(arbiter),
+        || addrs.iter().for_each(|a| a.do_send(Wake)),
+    )
 }
 
 fn time_flags(flags: &[Arc<Flag>], arbiter: &ArbiterHandle, reps: u64) -> (Duration, u64, u64) {
-    let mut t = Duration::ZERO;
-    let (mut na, mut nb) = (0, 0);
-    for _ in 0..reps {
-        quiesce(arbiter);
-        let (a0, b0) = allocs();
-        let s = Instant::now();
-        for f in flags {
-            f.wake();
-        }
-        t += s.elapsed();
-        let (a1, b1) = allocs();
-        na += a1 - a0;
-        nb += b1 - b0;
-    }
-    (t, na, nb)
+    repeat(
+        reps,
+        |_| quiesce(arbiter),
+        || flags.iter().for_each(|f| f.wake()),
+    )
 }
 
 fn line(what: &str, n: usize, reps: u64, (t, a, b): (Duration, u64, u64)) {
