@@ -75,13 +75,18 @@ impl Client {
         events.remove(0)
     }
 
-    async fn join(&self, name: &str) -> Value {
+    /// Sends a join (typed, or the classic `{"name":...}` login) without waiting.
+    fn send_join(&self, id: Option<i64>, name: &str, classic: bool) {
         self.hub.do_send(Join {
-            caller: self.caller(None),
+            caller: self.caller(id),
             name: name.into(),
-            classic: false,
+            classic,
             grant: Grant::all(),
         });
+    }
+
+    async fn join(&self, name: &str) -> Value {
+        self.send_join(None, name, false);
         self.one().await
     }
 
@@ -160,12 +165,7 @@ fn code(event: &Value) -> &str {
 async fn join_replies_and_refuses_twice_and_bad_names() {
     let hub = hub();
     let a = client(&hub, 1).await;
-    hub.do_send(Join {
-        caller: a.caller(Some(5)),
-        name: "alice".into(),
-        classic: false,
-        grant: Grant::all(),
-    });
+    a.send_join(Some(5), "alice", false);
     assert_eq!(
         a.one().await,
         json!({"type":"joined","id":5,"name":"alice","session":1})
@@ -419,12 +419,7 @@ async fn classic_login_subscribes_the_groups_in_the_name() {
     let classic = client(&hub, 1).await;
     let sender = client(&hub, 2).await;
     sender.join("boss").await;
-    hub.do_send(Join {
-        caller: classic.caller(None),
-        name: "sales,vip_alice".into(),
-        classic: true,
-        grant: Grant::all(),
-    });
+    classic.send_join(None, "sales,vip_alice", true);
     assert_eq!(classic.one().await["name"], "sales,vip_alice");
     for group in ["sales", "vip"] {
         sender.publish(group, json!(group));
@@ -590,12 +585,7 @@ async fn history_answers_the_last_quotes() {
 async fn ping_is_answered_in_order() {
     let hub = hub();
     let a = client(&hub, 1).await;
-    hub.do_send(Join {
-        caller: a.caller(Some(1)),
-        name: "a".into(),
-        classic: false,
-        grant: Grant::all(),
-    });
+    a.send_join(Some(1), "a", false);
     hub.do_send(Ping {
         caller: a.caller(Some(2)),
     });
@@ -682,12 +672,7 @@ async fn users_lists_at_most_a_thousand_names_and_counts_all() {
     let mut clients = Vec::new();
     for id in 0..(MAX_LISTED_USERS as u64 + 5) {
         let c = client(&hub, id + 1).await;
-        hub.do_send(Join {
-            caller: c.caller(None),
-            name: format!("u{id:05}"),
-            classic: false,
-            grant: Grant::all(),
-        });
+        c.send_join(None, &format!("u{id:05}"), false);
         clients.push(c);
     }
     let asker = &clients[0];
