@@ -19,6 +19,15 @@ pub fn msg_type(t: &[u8]) -> &[u8] {
     }
 }
 
+/// The `code` of an `error` frame (`b"?"` if it has none), or `None` for any other
+/// frame. The hub writes `type` first, so a frame that is not an error costs one prefix
+/// comparison and no search.
+pub fn error_code(t: &[u8]) -> Option<&[u8]> {
+    const ERROR: &[u8] = b"{\"type\":\"error\"";
+    let rest = t.strip_prefix(ERROR)?;
+    Some(str_after(rest, b"\"code\":\"").unwrap_or(b"?"))
+}
+
 /// The first position of `needle` in `hay`.
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || hay.len() < needle.len() {
@@ -140,6 +149,12 @@ mod tests {
         assert_eq!(num_after(a, b"\"delivered\":"), Some(3));
         let e = br#"{"type":"error","code":"not_found","message":"x"}"#;
         assert_eq!(str_after(e, b"\"code\":\""), Some(&b"not_found"[..]));
+        assert_eq!(error_code(e), Some(&b"not_found"[..]));
+        let r = br#"{"type":"error","id":7,"code":"rate_limited","message":"slow down"}"#;
+        assert_eq!(error_code(r), Some(&b"rate_limited"[..]));
+        assert_eq!(error_code(br#"{"type":"error"}"#), Some(&b"?"[..]));
+        assert_eq!(error_code(a), None);
+        assert_eq!(error_code(m), None);
         let t = br#"{"type":"tick","ts":1763916001000,"quotes":[]}"#;
         assert_eq!(num_after(t, b"\"ts\":"), Some(1763916001000));
         assert_eq!(msg_type(br#"{"a":1,"type":"pong"}"#), b"pong");

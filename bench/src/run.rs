@@ -66,6 +66,11 @@ pub struct Recorder {
     /// fanout --inflight: one permit per message that may be published.
     pub slots: Semaphore,
     pub complete: AtomicU64,
+    /// Commands of this tool (publishes, direct messages, broadcasts, pings) that the hub
+    /// refused with an `error` reply: nothing is delivered for them, so they are not
+    /// expected deliveries. All of them, and by `code`.
+    pub refused: AtomicU64,
+    refused_codes: Mutex<BTreeMap<Vec<u8>, u64>>,
 }
 
 impl Recorder {
@@ -84,6 +89,8 @@ impl Recorder {
             ring: (0..RING).map(|_| AtomicU64::new(TOMBSTONE)).collect(),
             slots: Semaphore::new(0),
             complete: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            refused_codes: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -117,16 +124,49 @@ impl Recorder {
         v != TOMBSTONE && v >> 32 == seq & 0xffff_ffff && v & 0xffff_ffff != 0
     }
 
-    /// Gives up on message `seq`; true if it was still pending.
-    fn expire(&self, seq: u64) -> bool {
+    /// Gives up on message `seq`; if it was still pending, how many subscribers had not
+    /// received it.
+    fn expire(&self, seq: u64) -> Option<u64> {
         let slot = &self.ring[seq as usize % RING];
         let v = slot.load(Relaxed);
         if v != TOMBSTONE && v >> 32 == seq & 0xffff_ffff && v & 0xffff_ffff != 0 {
             slot.compare_exchange(v, TOMBSTONE, Relaxed, Relaxed)
-                .is_ok()
+                .ok()
+                .map(|v| v & 0xffff_ffff)
         } else {
-            false
+            None
         }
+    }
+
+    /// The hub answered one of this tool's commands with an `error` of this `code`.
+    /// Allocates only the first time a code is seen.
+    pub fn refuse(&self, code: &[u8]) {
+        self.refused.fetch_add(1, Relaxed);
+        let mut m = self.refused_codes.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get_mut(code) {
+            Some(c) => *c += 1,
+            None => {
+                m.insert(code.to_vec(), 1);
+            }
+        }
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+
+    /// The refusals by code, e.g. `rate_limited 64, not_found 2`, and as a JSON object.
+    fn refused_by_code(&self) -> (String, Value) {
+        let m = self.refused_codes.lock().unwrap_or_else(|e| e.into_inner());
+        let text: Vec<String> = m
+            .iter()
+            .map(|(k, c)| format!("{} {c}", String::from_utf8_lossy(k)))
+            .collect();
+        let json = m
+            .iter()
+            .map(|(k, c)| (String::from_utf8_lossy(k).into_owned(), json!(c)))
+            .collect();
+        (text.join(", "), Value::Object(json))
     }
 }
 
@@ -356,8 +396,9 @@ async fn client_task(run: Arc<Run>, i: usize, n: usize, mut r: Reader, mut w: Wr
                     b"ack" => batch.acks += 1,
                     b"pong" => batch.pongs += 1,
                     b"error" => {
-                        let code = proto::str_after(t, b"\"code\":\"").unwrap_or(b"?");
-                        run.note_error(format!("error reply: {}", String::from_utf8_lossy(code)));
+                        // A refusal of one of this client's commands (a send, a ping).
+                        run.rec
+                            .refuse(proto::str_after(t, b"\"code\":\"").unwrap_or(b"?"));
                     }
                     _ => {}
                 },
@@ -613,17 +654,15 @@ struct Measured {
     sent: u64,
 }
 
-/// Settle, read the RSS, Go / window / Stop, then drain until every message sent has
-/// arrived `copies` times (1 for direct messages, the group size for a group): the
-/// whole measurement of `direct` and `chatroom`, whose clients both send and receive.
+/// Settle, read the RSS, Go / window / Stop, then drain until every message sent and
+/// not refused has arrived `copies` times (1 for direct messages, the group size for a
+/// group): the whole measurement of `direct` and `chatroom`, whose clients both send
+/// and receive.
 async fn measure_clients(run: &Run, copies: u64) -> Measured {
     let rss1 = settled_rss(run, false).await;
     let cpu = go_window_stop(run).await;
     let rec = &run.rec;
-    let drained = drain(run, || {
-        rec.msgs.load(Relaxed) >= rec.sent.load(Relaxed) * copies
-    })
-    .await;
+    let drained = drain(run, || rec.msgs.load(Relaxed) >= accepted(rec) * copies).await;
     Measured {
         rss1,
         cpu,
@@ -633,16 +672,29 @@ async fn measure_clients(run: &Run, copies: u64) -> Measured {
     }
 }
 
+/// Messages this tool's clients sent that the hub did not refuse: each is expected to
+/// arrive (once per recipient).
+fn accepted(rec: &Recorder) -> u64 {
+    rec.sent.load(Relaxed).saturating_sub(rec.refused())
+}
+
 /// Keeps a helper connection (the burst client, the fanout publisher) a well-behaved
 /// client once its own work is done: in a task of its own, reads and drops what it still
 /// receives (copies, acks) and answers pings until the connection ends, so its unread
-/// frames do not pile up in the hub while the clients drain.
-fn keep_reading(mut r: Reader, mut w: Writer) {
+/// frames do not pile up in the hub while the clients drain. Refusals of what it sent
+/// still count.
+fn keep_reading(run: Arc<Run>, mut r: Reader, mut w: Writer) {
     tokio::spawn(async move {
         loop {
             while let Ok(Some(f)) = r.next_buffered() {
-                if let Frame::Ping(p) = f {
-                    w.push(OP_PONG, p);
+                match f {
+                    Frame::Text(t) => {
+                        if let Some(code) = proto::error_code(t) {
+                            run.rec.refuse(code);
+                        }
+                    }
+                    Frame::Ping(p) => w.push(OP_PONG, p),
+                    _ => {}
                 }
             }
             if w.flush().await.is_err() || !matches!(r.fill().await, Ok(true)) {
@@ -835,6 +887,26 @@ impl Report {
 
     /// Prints the table and the JSON line; returns the exit code.
     pub fn print(mut self, scenario: &str, url: &str, head: Map<String, Value>, run: &Run) -> i32 {
+        let refused = run.rec.refused();
+        let (by_code, refused_json) = run.rec.refused_by_code();
+        self.row(
+            "refused",
+            if refused == 0 {
+                "0 commands refused by the hub".to_string()
+            } else {
+                format!(
+                    "{refused} commands refused by the hub ({by_code}), not counted as expected deliveries{}",
+                    if by_code.contains("rate_limited") {
+                        "; the hub's rate limit: lift it with --hub-arg=--rate-limit=1000000 \
+                         --hub-arg=--rate-burst=1000000 (or the hub's WXHUB_RATE_LIMIT/WXHUB_RATE_BURST)"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        );
+        self.put("refused", refused_json);
+        self.put("refused_total", refused);
         let errors = run.errors_json();
         if errors.as_object().is_some_and(|o| !o.is_empty()) {
             self.row("errors", errors.to_string());
@@ -940,7 +1012,6 @@ async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>
     rep.put("burst", burst);
     if burst > 0 && conn.ready > 0 {
         let t0 = Instant::now();
-        let expected = (conn.ready * burst) as u64;
         match open_client(&run, n, &[(proto::join(&format!("{tag}burst")), "joined")]).await {
             Ok((r, mut w)) => {
                 let _ = run.phase.send(Phase::Go);
@@ -953,14 +1024,17 @@ async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>
                     run.note_error(format!("burst send: {e}"));
                 }
                 // Keep the burst connection read (its own copies, acks, pings).
-                keep_reading(r, w);
+                keep_reading(run.clone(), r, w);
                 let rec = &run.rec;
                 let ready = conn.ready as u64;
+                // Broadcasts the hub refused reach nobody.
+                let expected = || (burst as u64).saturating_sub(rec.refused()) * ready;
                 let secs = drain(&run, || {
-                    rec.msgs.load(Relaxed) >= expected && rec.pongs.load(Relaxed) >= ready
+                    rec.msgs.load(Relaxed) >= expected() && rec.pongs.load(Relaxed) >= ready
                 })
                 .await;
                 let got = rec.msgs.load(Relaxed);
+                let expected = expected();
                 rep.row(
                     "burst",
                     format!(
@@ -1062,6 +1136,8 @@ async fn fanout(
         let mut seq: u64 = 0;
         let mut published_window: u64 = 0;
         let mut lost: u64 = 0;
+        // Expired messages that no subscriber got, put down to refusals (below).
+        let mut refused_expired: u64 = 0;
         let mut acks: u64 = 0;
         let mut ack_min: Option<u64> = None;
         let mut out = String::with_capacity(128);
@@ -1096,7 +1172,14 @@ async fn fanout(
                     loop {
                         match r.next_buffered() {
                             Ok(Some(Frame::Text(t))) => {
-                                if proto::msg_type(t) == b"ack" {
+                                if let Some(code) = proto::error_code(t) {
+                                    // A refused publish (e.g. `rate_limited`): nothing
+                                    // will be delivered. Its in-flight slot stays taken
+                                    // until --lost-after-s (the reply does not say which
+                                    // publish it refuses), which backs the publisher off
+                                    // instead of flooding the hub into closing it.
+                                    rec.refuse(code);
+                                } else if proto::msg_type(t) == b"ack" {
                                     acks += 1;
                                     let d = proto::num_after(t, b"\"delivered\":").unwrap_or(0);
                                     ack_min = Some(ack_min.map_or(d, |m| m.min(d)));
@@ -1124,8 +1207,14 @@ async fn fanout(
                                     sent.pop_front();
                                 } else if at.elapsed() > lost_after {
                                     sent.pop_front();
-                                    if rec.expire(s) {
-                                        lost += 1;
+                                    if let Some(left) = rec.expire(s) {
+                                        // No subscriber got it, and a refusal is not yet
+                                        // matched to an expired message: refused, not lost.
+                                        if left == subs as u64 && refused_expired < rec.refused() {
+                                            refused_expired += 1;
+                                        } else {
+                                            lost += 1;
+                                        }
                                         rec.slots.add_permits(1);
                                     }
                                 } else {
@@ -1159,22 +1248,32 @@ async fn fanout(
                 }
             }
         }
+        // Publishes still unanswered when the hub ended the connection (e.g. closing a
+        // publisher that kept being refused): no reply will come, and they are not
+        // expected to have been delivered.
+        let unanswered = if err.is_some() {
+            seq.saturating_sub(acks + rec.refused())
+        } else {
+            0
+        };
         // Keep answering pings and reading acks while the subscribers drain.
-        keep_reading(r, w);
-        (seq, published_window, lost, acks, ack_min, err)
+        keep_reading(run.clone(), r, w);
+        (seq, published_window, lost, acks, ack_min, unanswered, err)
     });
     let u = go_window_stop(&run).await;
     let rss2 = run.rss();
-    let (published, published_window, lost, acks, ack_min, err) =
-        publisher
-            .await
-            .unwrap_or((0, 0, 0, 0, None, Some("publisher task failed".into())));
+    let (published, published_window, lost, acks, ack_min, unanswered, err) = publisher
+        .await
+        .unwrap_or((0, 0, 0, 0, None, 0, Some("publisher task failed".into())));
     if let Some(e) = err {
         run.note_error(e);
     }
-    let expected = published * subs as u64;
     let rec = &run.rec;
-    let drained = drain(&run, || rec.msgs.load(Relaxed) >= expected).await;
+    // Publishes the hub refused reach nobody (their replies may still be on the way).
+    let expected = || published.saturating_sub(rec.refused() + unanswered) * subs as u64;
+    let drained = drain(&run, || rec.msgs.load(Relaxed) >= expected()).await;
+    let expected = expected();
+    let refused = rec.refused();
     let deliveries = rec.msgs_window.load(Relaxed);
     let received = rec.msgs.load(Relaxed);
     let mode = match (rate, inflight) {
@@ -1204,8 +1303,14 @@ async fn fanout(
     rep.row(
         "completeness",
         format!(
-            "{received}/{expected} delivered after {drained:.1} s drain; {lost} expired in flight; \
+            "{received}/{expected} delivered after {drained:.1} s drain ({published} published, \
+             {refused} refused{}); {lost} expired in flight; \
              {acks} acks (smallest delivered {}); {} subscribers closed",
+            if unanswered > 0 {
+                format!(", {unanswered} unanswered when the hub closed the publisher")
+            } else {
+                String::new()
+            },
             ack_min.map(|v| v.to_string()).unwrap_or("-".into()),
             run.closed.load(Relaxed)
         ),
@@ -1220,11 +1325,16 @@ async fn fanout(
     rep.put("received_total", received);
     rep.put("undelivered", missing);
     rep.put("expired_inflight", lost);
+    rep.put("unanswered_at_close", unanswered);
     rep.put("acks", acks);
     rep.put("ack_delivered_min", ack_min);
     rep.put("subscribers_closed", run.closed.load(Relaxed));
     if deliveries == 0 {
-        rep.fatal("no delivery in the measurement window");
+        rep.fatal(if refused > 0 {
+            format!("no delivery in the measurement window ({refused} publishes refused: see `refused`)")
+        } else {
+            "no delivery in the measurement window".to_string()
+        });
     }
     rep
 }
@@ -1280,18 +1390,22 @@ async fn direct(run: Arc<Run>, window_k: usize, rate: Option<f64>) -> Report {
     rep.put("sent", sent);
     rep.deliveries(&u, msgs, rec, "");
     let (sent_all, recv_all) = (rec.sent.load(Relaxed), rec.msgs.load(Relaxed));
+    let expected = accepted(rec);
     rep.row(
         "completeness",
         format!(
-            "{recv_all}/{sent_all} received after {drained:.1} s drain, {} acks, {} clients closed",
+            "{recv_all}/{expected} received after {drained:.1} s drain ({sent_all} sent, {} refused), \
+             {} acks, {} clients closed",
+            rec.refused(),
             rec.acks.load(Relaxed),
             run.closed.load(Relaxed)
         ),
     );
     rep.rss_change(rss0, rss1);
     rep.put("sent_total", sent_all);
+    rep.put("expected_total", expected);
     rep.put("received_total", recv_all);
-    rep.put("undelivered", sent_all.saturating_sub(recv_all));
+    rep.put("undelivered", expected.saturating_sub(recv_all));
     rep.put("acks", rec.acks.load(Relaxed));
     if msgs == 0 {
         rep.fatal("no message in the measurement window");
@@ -1346,19 +1460,22 @@ async fn chatroom(run: Arc<Run>, rate: f64, group: String) -> Report {
     rep.put("published_per_s", sent as f64 / u.secs);
     rep.deliveries(&u, msgs, rec, "");
     let (sent_all, recv_all) = (rec.sent.load(Relaxed), rec.msgs.load(Relaxed));
+    let expected = accepted(rec) * members;
     rep.row(
         "completeness",
         format!(
-            "{recv_all}/{} delivered after {drained:.1} s drain, {} acks, {} clients closed",
-            sent_all * members,
+            "{recv_all}/{expected} delivered after {drained:.1} s drain ({sent_all} published, {} refused), \
+             {} acks, {} clients closed",
+            rec.refused(),
             rec.acks.load(Relaxed),
             run.closed.load(Relaxed)
         ),
     );
     rep.rss_change(rss0, rss1);
     rep.put("published_total", sent_all);
+    rep.put("expected_total", expected);
     rep.put("received_total", recv_all);
-    rep.put("undelivered", (sent_all * members).saturating_sub(recv_all));
+    rep.put("undelivered", expected.saturating_sub(recv_all));
     if msgs == 0 {
         rep.fatal("no delivery in the measurement window");
     }
