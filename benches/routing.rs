@@ -6,21 +6,31 @@
 //! Criterion groups:
 //! - `pool/publish_cold/N`: what the hub's `Publish` handler does (encode the event once,
 //!   push the shared frame into every member's [`Outbox`]), when every outbox is empty,
-//!   so every push also sends a `Wake` to that member's actor: the steady state at a low
-//!   message rate. The stand-in actors (one per member, like sessions) live on another
-//!   thread, as sessions live on the worker thread.
+//!   so every push also wakes that member's session: the steady state at a low message
+//!   rate. The stand-in sessions are woken the way sessions are: one actor per member
+//!   polls its outbox's [`Wakes`] stream (`ctx.add_stream`, a flag and the task's waker,
+//!   no allocation) and on every wake-up drains the outbox into a reused buffer, on
+//!   another thread, as sessions live on the worker thread. Every outbox has been drained
+//!   (and the sessions' thread is idle) before each timed publish, so every push must
+//!   wake its session again.
+//! - `pool/publish_cold_message/N`: the same with the former wake-up, an actor message
+//!   (`Wake`) per push to a stand-in built with `Outbox::with_recipient` (what the unit
+//!   tests still use); those outboxes are drained from this thread, untimed. For
+//!   comparison with the waker path.
 //! - `pool/publish_queued/N`: the same when every outbox already holds frames and its
-//!   session has been woken: no `Wake`, the steady state at saturation.
-//! - `hub/publish_cold/10000`: the whole `Publish` message through the `Hub` actor.
+//!   session has been woken: no wake-up at all, the steady state at saturation.
+//! - `hub/publish_cold/10000`: the whole `Publish` message through the `Hub` actor, to
+//!   waker-woken stand-in sessions as in `pool/publish_cold`.
 //! - `wake/do_send/10000` and `wake/atomic_waker/10000`: only the wake-ups, 10,000 of
-//!   them: an actor message per session (what `Outbox` does now) against setting a flag
-//!   and waking the session's task directly (an `AtomicWaker`, no allocation), each to
-//!   10,000 tasks on the other thread. Evidence for a cheaper wake path.
+//!   them: an actor message per session against setting a flag and waking the session's
+//!   task directly (an `AtomicWaker`, what [`Wakes`] does), each to 10,000 tasks on the
+//!   other thread.
 //!
 //! Throughput is reported in elements (deliveries): ns per delivery = 1e9 / elem/s.
 
 use std::alloc::{GlobalAlloc, Layout, System as SystemAlloc};
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +46,7 @@ use serde_json::value::RawValue;
 
 use wxhub::auth::Grant;
 use wxhub::hub::{Caller, Connect, Hub, HubConfig, Join, Publish, Subscribe};
-use wxhub::outbox::{Outbox, Wake};
+use wxhub::outbox::{Outbox, Wake, Wakes};
 use wxhub::pool::{Pool, SessionId};
 use wxhub::protocol::{encode, now_ms, Body, Event, Kind};
 
@@ -105,7 +115,28 @@ fn repeat<R>(
 // ---------------------------------------------------------------------------------
 // Stand-in sessions.
 
-/// Takes wake-ups and does nothing; one per member, like a session actor.
+/// A stand-in session, woken the way a session is: it adds its outbox's [`Wakes`] to its
+/// context and on every wake-up drains the outbox into a reused buffer (dropping the
+/// frames instead of writing them), so the next push has to wake it again.
+struct Drainer {
+    outbox: Arc<Outbox>,
+    writing: VecDeque<ByteString>,
+}
+impl Actor for Drainer {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.add_stream(Wakes(self.outbox.clone()));
+    }
+}
+impl StreamHandler<Wake> for Drainer {
+    fn handle(&mut self, _: Wake, _: &mut Context<Self>) {
+        black_box(self.outbox.drain_into(&mut self.writing));
+        self.writing.clear();
+    }
+}
+
+/// Takes `Wake` messages and does nothing (the message-woken stand-in, and the target of
+/// `wake/do_send`); its outbox is drained from the benchmark's thread.
 struct Sink;
 impl Actor for Sink {
     type Context = Context<Self>;
@@ -118,8 +149,23 @@ impl Handler<Wake> for Sink {
 const LIMIT: usize = 1 << 20;
 const GROUP: &str = "bench";
 
-/// `n` members with outboxes whose actors run on `arbiter`.
-fn outboxes(n: usize, arbiter: &ArbiterHandle) -> Vec<Arc<Outbox>> {
+/// `n` members' outboxes, each drained by its own [`Drainer`] running on `arbiter`.
+fn session_outboxes(n: usize, arbiter: &ArbiterHandle) -> Vec<Arc<Outbox>> {
+    (0..n)
+        .map(|_| {
+            let outbox = Arc::new(Outbox::new(LIMIT));
+            let ob = outbox.clone();
+            Drainer::start_in_arbiter(arbiter, move |_| Drainer {
+                outbox: ob,
+                writing: VecDeque::new(),
+            });
+            outbox
+        })
+        .collect()
+}
+
+/// `n` members' outboxes that wake a [`Sink`] on `arbiter` with a `Wake` message.
+fn message_outboxes(n: usize, arbiter: &ArbiterHandle) -> Vec<Arc<Outbox>> {
     (0..n)
         .map(|_| {
             let addr = Sink::start_in_arbiter(arbiter, |_| Sink);
@@ -195,8 +241,46 @@ fn prime(boxes: &[Arc<Outbox>]) {
     }
 }
 
-/// Times `reps` cold publishes (outboxes drained between them, untimed).
-fn time_cold(pool: &Pool, boxes: &[Arc<Outbox>], reps: u64) -> (Duration, u64, u64) {
+/// Waits until the stand-in sessions have drained every outbox (they do it on their own
+/// thread, woken by the pushes) and their thread has run everything sent to it: the next
+/// push into each outbox must wake its session again. Untimed in every measurement.
+fn settle(boxes: &[Arc<Outbox>], arbiter: &ArbiterHandle) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        quiesce(arbiter);
+        // Every frame has a length, so no bytes queued means drained (and not woken).
+        if boxes.iter().all(|ob| ob.queued_bytes() == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stand-in sessions stopped draining"
+        );
+    }
+}
+
+/// Times `reps` cold publishes to waker-woken sessions, each into outboxes that the
+/// sessions have drained (waiting for that is untimed; the sessions start draining on
+/// their thread while the publish is still pushing, as they would in the hub).
+fn time_cold(
+    pool: &Pool,
+    boxes: &[Arc<Outbox>],
+    arbiter: &ArbiterHandle,
+    reps: u64,
+) -> (Duration, u64, u64) {
+    let body = body();
+    let timed = repeat(
+        reps,
+        |_| settle(boxes, arbiter),
+        || publish(pool, "publisher", &body),
+    );
+    settle(boxes, arbiter);
+    timed
+}
+
+/// Times `reps` cold publishes to message-woken stand-ins (outboxes drained between them
+/// from this thread, untimed).
+fn time_cold_message(pool: &Pool, boxes: &[Arc<Outbox>], reps: u64) -> (Duration, u64, u64) {
     let body = body();
     let timed = repeat(
         reps,
@@ -235,11 +319,12 @@ struct HubRig {
 }
 
 fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
-    let boxes = outboxes(n + 1, arbiter);
+    let boxes = session_outboxes(n + 1, arbiter);
     let hub = sys.block_on(async {
         let hub = Hub::new(HubConfig {
             max_groups: 100,
             market: None,
+            heartbeat: None,
         })
         .start();
         for (i, ob) in boxes.iter().enumerate() {
@@ -269,12 +354,18 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
     });
     // Let the hub handle all of that, then forget the replies.
     sys.block_on(hub.send(wxhub::hub::GetStats)).expect("stats");
-    drain_all(&boxes);
-    HubRig {
+    settle(&boxes, arbiter);
+    let rig = HubRig {
         hub,
         boxes,
         publisher: n as SessionId,
+    };
+    // As for the pool rigs: the steady state, where no queue has to grow.
+    for _ in 0..3 {
+        hub_publish(sys, &rig);
+        settle(&rig.boxes, arbiter);
     }
+    rig
 }
 
 fn hub_publish(sys: &SystemRunner, rig: &HubRig) {
@@ -289,9 +380,18 @@ fn hub_publish(sys: &SystemRunner, rig: &HubRig) {
     .expect("publish");
 }
 
-fn time_hub_cold(sys: &SystemRunner, rig: &HubRig, reps: u64) -> (Duration, u64, u64) {
-    let timed = repeat(reps, |_| drain_all(&rig.boxes), || hub_publish(sys, rig));
-    drain_all(&rig.boxes);
+fn time_hub_cold(
+    sys: &SystemRunner,
+    rig: &HubRig,
+    arbiter: &ArbiterHandle,
+    reps: u64,
+) -> (Duration, u64, u64) {
+    let timed = repeat(
+        reps,
+        |_| settle(&rig.boxes, arbiter),
+        || hub_publish(sys, rig),
+    );
+    settle(&rig.boxes, arbiter);
     timed
 }
 
@@ -375,6 +475,42 @@ fn line(what: &str, n: usize, reps: u64, (t, a, b): (Duration, u64, u64)) {
     );
 }
 
+/// One group size: `live` has waker-woken sessions that drain themselves (the cold
+/// case), `held` has message-woken stand-ins drained only from this thread (the former
+/// cold case, and the queued case, which must keep its outboxes woken and full).
+struct Rig {
+    n: usize,
+    live: Vec<Arc<Outbox>>,
+    live_pool: Pool,
+    held: Vec<Arc<Outbox>>,
+    held_pool: Pool,
+}
+
+fn rig(n: usize, arbiter: &ArbiterHandle) -> Rig {
+    let live = session_outboxes(n, arbiter);
+    let live_pool = pool(&live);
+    // A few rounds so that both the sessions' buffers and the outboxes' queues (swapped
+    // on each drain) have their capacity, as in the steady state.
+    for _ in 0..3 {
+        assert_eq!(publish(&live_pool, "warmup", &body()), n);
+        settle(&live, arbiter);
+    }
+    let held = message_outboxes(n, arbiter);
+    let held_pool = pool(&held);
+    assert_eq!(publish(&held_pool, "warmup", &body()), n);
+    drain_all(&held);
+    // Two rounds of the queued case (up to 64 frames per outbox), so that its queues and
+    // spare buffers have grown before anything is counted.
+    time_queued(&held_pool, &held, 128);
+    Rig {
+        n,
+        live,
+        live_pool,
+        held,
+        held_pool,
+    }
+}
+
 fn main() {
     let sys = System::new();
     // The stand-in sessions' thread, as the sessions have the worker thread.
@@ -383,14 +519,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
 
     let sizes: &[usize] = &[1_000, 10_000, 15_000];
-    let mut rigs = Vec::new();
-    for &n in sizes {
-        let boxes = outboxes(n, &arb);
-        let pool = pool(&boxes);
-        assert_eq!(publish(&pool, "warmup", &body()), n);
-        drain_all(&boxes);
-        rigs.push((n, boxes, pool));
-    }
+    let rigs: Vec<Rig> = sizes.iter().map(|&n| rig(n, &arb)).collect();
     let hub10k = hub_rig(&sys, &arb, 10_000);
     let sinks: Vec<Recipient<Wake>> = (0..10_000)
         .map(|_| Sink::start_in_arbiter(&arb, |_| Sink).recipient())
@@ -400,25 +529,31 @@ fn main() {
 
     // The summary: plain timing and allocation counts, before Criterion's statistics.
     let reps = if quick { 3 } else { 200 };
-    for (n, boxes, pool) in &rigs {
+    for r in &rigs {
         line(
-            "pool cold (wake each)",
-            *n,
+            "pool cold (waker)",
+            r.n,
             reps,
-            time_cold(pool, boxes, reps),
+            time_cold(&r.live_pool, &r.live, &arb, reps),
+        );
+        line(
+            "pool cold (message)",
+            r.n,
+            reps,
+            time_cold_message(&r.held_pool, &r.held, reps),
         );
         line(
             "pool queued (no wake)",
-            *n,
+            r.n,
             reps,
-            time_queued(pool, boxes, reps),
+            time_queued(&r.held_pool, &r.held, reps),
         );
     }
     line(
         "hub actor cold",
         10_000,
         reps,
-        time_hub_cold(&sys, &hub10k, reps),
+        time_hub_cold(&sys, &hub10k, &arb, reps),
     );
     line(
         "wake: actor message",
@@ -440,13 +575,17 @@ fn main() {
         .configure_from_args();
     {
         let mut g = c.benchmark_group("pool");
-        for (n, boxes, pool) in &rigs {
-            g.throughput(Throughput::Elements(*n as u64));
+        for r in &rigs {
+            let n = &r.n;
+            g.throughput(Throughput::Elements(r.n as u64));
             g.bench_with_input(BenchmarkId::new("publish_cold", n), n, |b, _| {
-                b.iter_custom(|iters| time_cold(pool, boxes, iters).0)
+                b.iter_custom(|iters| time_cold(&r.live_pool, &r.live, &arb, iters).0)
+            });
+            g.bench_with_input(BenchmarkId::new("publish_cold_message", n), n, |b, _| {
+                b.iter_custom(|iters| time_cold_message(&r.held_pool, &r.held, iters).0)
             });
             g.bench_with_input(BenchmarkId::new("publish_queued", n), n, |b, _| {
-                b.iter_custom(|iters| time_queued(pool, boxes, iters).0)
+                b.iter_custom(|iters| time_queued(&r.held_pool, &r.held, iters).0)
             });
         }
         g.finish();
@@ -455,7 +594,7 @@ fn main() {
         let mut g = c.benchmark_group("hub");
         g.throughput(Throughput::Elements(10_000));
         g.bench_function(BenchmarkId::new("publish_cold", 10_000), |b| {
-            b.iter_custom(|iters| time_hub_cold(&sys, &hub10k, iters).0)
+            b.iter_custom(|iters| time_hub_cold(&sys, &hub10k, &arb, iters).0)
         });
         g.finish();
     }
