@@ -6,6 +6,7 @@
 //! session, on its worker thread, so the hub's thread never spends time on HMACs.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -29,8 +30,9 @@ pub struct Claims {
 /// What a verified token allows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grant {
-    /// `None`: every group.
-    groups: Option<HashSet<String>>,
+    /// `None`: every group. Behind a pointer: every session's pool entry holds a grant, and most
+    /// allow everything, so the common case costs one word instead of a set.
+    groups: Option<Arc<HashSet<String>>>,
 }
 
 impl Grant {
@@ -87,7 +89,10 @@ impl Verifier {
             return Err(unauthorized("the token was issued for another name"));
         }
         Ok(Grant {
-            groups: data.claims.groups.map(|g| g.into_iter().collect()),
+            groups: data
+                .claims
+                .groups
+                .map(|g| Arc::new(g.into_iter().collect())),
         })
     }
 }

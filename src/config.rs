@@ -61,7 +61,8 @@ pub struct Config {
     #[arg(long, env = "WXHUB_MAX_MESSAGE_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(128..))]
     pub max_message_bytes: u32,
 
-    /// How often the hub sends a WebSocket ping to each client.
+    /// How often the hub checks each client: one that has sent nothing for half this
+    /// long gets a WebSocket ping (a client that keeps talking is not pinged).
     #[arg(long, env = "WXHUB_HEARTBEAT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_ms: u64,
 
@@ -223,6 +224,7 @@ impl Config {
         HubConfig {
             max_groups: self.max_groups,
             market: Some(self.market()),
+            heartbeat: Some(self.limits().heartbeat),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -30,7 +31,15 @@ pub struct HubConfig {
     pub max_groups: usize,
     /// The simulated market; `None` runs no ticker (stock groups then answer `not_found`).
     pub market: Option<Market>,
+    /// How often each session checks its client's liveness (`None`: never; unit tests).
+    /// The hub paces this for every session with one timer instead of one per session.
+    pub heartbeat: Option<Duration>,
 }
+
+/// The sessions are split into this many sets by id; one set is told to check its
+/// heartbeat each `heartbeat / HEARTBEAT_PHASES`, so the pings are spread out instead of
+/// all going at once.
+const HEARTBEAT_PHASES: u64 = 8;
 
 /// The hub actor.
 pub struct Hub {
@@ -47,6 +56,9 @@ pub struct Hub {
     unreachable: Vec<SessionId>,
     /// Set by [`Shutdown`]: sessions that connect later are closed at once.
     shutting_down: bool,
+    heartbeat: Option<Duration>,
+    /// Which set of sessions checks its heartbeat next.
+    heartbeat_phase: u64,
 }
 
 impl Hub {
@@ -59,6 +71,20 @@ impl Hub {
             slow_consumers: 0,
             unreachable: Vec::new(),
             shutting_down: false,
+            heartbeat: config.heartbeat,
+            heartbeat_phase: 0,
+        }
+    }
+
+    /// Tells one set of sessions to check their heartbeat (see [`HEARTBEAT_PHASES`]).
+    fn beat(&mut self) {
+        let phase = self.heartbeat_phase;
+        self.heartbeat_phase = (phase + 1) % HEARTBEAT_PHASES;
+        for (_, outbox) in self
+            .pool
+            .outboxes_where(|id| id % HEARTBEAT_PHASES == phase)
+        {
+            outbox.heartbeat();
         }
     }
 
@@ -207,6 +233,10 @@ impl Actor for Hub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(every) = self.heartbeat {
+            let every = every / HEARTBEAT_PHASES as u32;
+            ctx.run_interval(every, |hub, _| hub.beat());
+        }
         if let Some(market) = self.market.clone() {
             let hub = ctx.address().recipient();
             self.ticker = Some(Ticker::new(market, hub).start());

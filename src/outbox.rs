@@ -22,6 +22,9 @@ use futures_util::Stream;
 
 use crate::error::CloseReason;
 
+/// A drain of fewer frames than this frees the queue instead of keeping its capacity.
+const KEEP_QUEUE_FROM: usize = 4;
+
 /// Tells a session that its outbox has frames (or a close) waiting.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -55,6 +58,17 @@ struct Queue {
     woken: bool,
     /// Set when the outbox must not take more frames; the session closes with it.
     closed: Option<CloseReason>,
+    /// The hub asked the session to check its client's liveness (ping, or time out).
+    beat: bool,
+}
+
+/// What a session finds when it drains its outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Close with this once the frames are written.
+    pub close: Option<CloseReason>,
+    /// Check the heartbeat now.
+    pub beat: bool,
 }
 
 impl Outbox {
@@ -132,23 +146,45 @@ impl Outbox {
         }
     }
 
-    /// Swaps everything queued into `out` (which must be empty, and keeps its capacity
-    /// for the next push: a session that drains steadily allocates nothing), and returns
-    /// the close reason if there is one.
-    pub fn drain_into(&self, out: &mut VecDeque<ByteString>) -> Option<CloseReason> {
+    /// Moves everything queued into `out` (which must be empty), and returns the close
+    /// reason if there is one and whether a heartbeat check is due. A busy outbox swaps queues with `out`, so both keep their
+    /// capacity and a session that drains steadily allocates nothing; a drain of a few
+    /// frames (a reply, a low-rate delivery) moves them and frees the queue, so an idle
+    /// session holds no queue memory (allocating again costs far less than the write that
+    /// follows).
+    pub fn drain_into(&self, out: &mut VecDeque<ByteString>) -> Drained {
         debug_assert!(out.is_empty());
         let mut q = self.lock();
         q.woken = false;
         q.bytes = 0;
-        std::mem::swap(&mut q.frames, out);
-        q.closed
+        if q.frames.len() < KEEP_QUEUE_FROM {
+            out.extend(std::mem::take(&mut q.frames));
+        } else {
+            std::mem::swap(&mut q.frames, out);
+        }
+        Drained {
+            close: q.closed,
+            beat: std::mem::take(&mut q.beat),
+        }
+    }
+
+    /// Asks the session to check its heartbeat, waking it if it is not already awake.
+    pub fn heartbeat(&self) {
+        let wake = {
+            let mut q = self.lock();
+            q.beat = true;
+            !std::mem::replace(&mut q.woken, true)
+        };
+        if wake {
+            self.notify();
+        }
     }
 
     /// Takes everything queued (tests and shutdown paths; sessions use `drain_into`).
     pub fn drain(&self) -> (VecDeque<ByteString>, Option<CloseReason>) {
         let mut frames = VecDeque::new();
-        let close = self.drain_into(&mut frames);
-        (frames, close)
+        let drained = self.drain_into(&mut frames);
+        (frames, drained.close)
     }
 
     /// Bytes waiting in this outbox.
@@ -212,7 +248,7 @@ mod tests {
         assert!(outbox.push(&frame));
         assert_eq!(outbox.queued_bytes(), 8);
         let mut out = VecDeque::new();
-        assert_eq!(outbox.drain_into(&mut out), None);
+        assert_eq!(outbox.drain_into(&mut out).close, None);
         assert_eq!(out.len(), 2);
         assert_eq!(outbox.queued_bytes(), 0);
         out.clear();

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::auth::Grant;
 use crate::error::{ErrorCode, ReplyError};
 use crate::outbox::Outbox;
@@ -93,12 +95,17 @@ pub struct GroupChange {
     pub last: bool,
 }
 
+/// A user's live sessions, with room for one inline.
+type UserSessions = SmallVec<[(SessionId, Arc<Outbox>); 1]>;
+
 /// Sessions, users and groups.
 pub struct Pool {
     sessions: HashMap<SessionId, Entry>,
     /// Every live session of each user, with its outbox so direct messages and
     /// broadcasts need no second lookup per recipient.
-    users: HashMap<Arc<str>, Vec<(SessionId, Arc<Outbox>)>>,
+    /// Inline room for one session: most users have one, and a heap block per user would
+    /// be idle memory per connection.
+    users: HashMap<Arc<str>, UserSessions>,
     groups: HashMap<Arc<str>, Group>,
     /// Most groups one session may be in.
     max_groups: usize,
@@ -152,6 +159,17 @@ impl Pool {
         self.users.clear();
         self.groups.clear();
         self.sessions.drain().map(|(_, e)| e.outbox).collect()
+    }
+
+    /// The outboxes of the sessions whose id passes `select`.
+    pub fn outboxes_where(
+        &self,
+        select: impl Fn(SessionId) -> bool,
+    ) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
+        self.sessions
+            .iter()
+            .filter(move |(id, _)| select(**id))
+            .map(|(id, e)| (*id, &e.outbox))
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Entry> {

@@ -27,7 +27,7 @@ const INDEX_HTML: &str = include_str!("../templates/index.html");
 /// What every request handler needs.
 #[derive(Clone)]
 struct AppState {
-    shared: Shared,
+    shared: Arc<Shared>,
     /// Live WebSocket connections, against `max_connections`.
     live: Arc<AtomicUsize>,
     max_connections: usize,
@@ -63,11 +63,11 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         log::warn!("no auth secret set (--auth-secret / WXHUB_AUTH_SECRET): anyone can join under any name");
     }
     let state = AppState {
-        shared: Shared {
+        shared: Arc::new(Shared {
             hub: hub.clone(),
             limits: config.limits(),
             verifier,
-        },
+        }),
         live: Arc::new(AtomicUsize::new(0)),
         max_connections: config.max_connections,
         allowed_origins: Arc::new(

@@ -145,6 +145,33 @@ async fn a_client_close_is_echoed() {
 }
 
 #[actix_web::test]
+async fn a_client_that_keeps_talking_is_not_pinged() {
+    let hub = TestHub::start(Config {
+        heartbeat_ms: 200,
+        client_timeout_ms: 5000,
+        ..config()
+    });
+    let mut raw = RawClient::handshake(hub.addr, "/ws").await;
+    // Five heartbeat periods of a request every 40 ms: every period checks this session
+    // at least once, and each time the client spoke less than half a period ago.
+    for i in 0..25 {
+        raw.write_frame(
+            FIN | TEXT,
+            json!({"type":"ping","id":i}).to_string().as_bytes(),
+        )
+        .await;
+        let (op, payload) = raw.read_frame().await.expect("connection ended");
+        assert_eq!(op, TEXT, "a talking client got opcode {op}");
+        assert_eq!(serde_json::from_slice::<Value>(&payload).unwrap()["id"], i);
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    // Once it falls quiet, it is pinged.
+    let (op, _) = raw.read_frame().await.expect("connection ended");
+    assert_eq!(op, PING);
+    hub.stop().await;
+}
+
+#[actix_web::test]
 async fn a_silent_client_is_pinged_then_dropped() {
     let hub = TestHub::start(Config {
         heartbeat_ms: 100,

@@ -118,7 +118,12 @@ async fn settle(hub: &Addr<Hub>) -> Stats {
 }
 
 fn hub_with(max_groups: usize, market: Option<Market>) -> Addr<Hub> {
-    Hub::new(HubConfig { max_groups, market }).start()
+    Hub::new(HubConfig {
+        max_groups,
+        market,
+        heartbeat: None,
+    })
+    .start()
 }
 
 fn hub() -> Addr<Hub> {
@@ -476,6 +481,34 @@ async fn a_slow_consumer_is_dropped_and_the_others_get_everything() {
     // Every ack after the drop counts one delivery: the fast member alone.
     let acks = sender.take().await;
     assert_eq!(acks.last().unwrap()["delivered"], 1);
+}
+
+#[actix::test]
+async fn the_hub_paces_every_sessions_heartbeat() {
+    let hub = Hub::new(HubConfig {
+        max_groups: 10,
+        market: None,
+        heartbeat: Some(Duration::from_millis(80)),
+    })
+    .start();
+    // Sessions in different phases (ids modulo 8), joined or not.
+    let clients = [client(&hub, 1).await, client(&hub, 6).await];
+    clients[0].join("a").await;
+    for c in &clients {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            settle(&hub).await;
+            if c.outbox.drain_into(&mut Default::default()).beat {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no heartbeat for {}",
+                c.id
+            );
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 #[actix::test]
