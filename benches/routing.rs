@@ -30,7 +30,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System as SystemAlloc};
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +45,7 @@ use serde_json::value::RawValue;
 
 use wxhub::auth::Grant;
 use wxhub::hub::{Caller, Connect, Hub, HubConfig, Join, Publish, Subscribe};
-use wxhub::outbox::{Outbox, Wake, Wakes};
+use wxhub::outbox::{Frames, Outbox, Wake, Wakes};
 use wxhub::pool::{Pool, SessionId};
 use wxhub::protocol::{encode, now_ms, Body, Event, Kind};
 
@@ -120,7 +119,7 @@ fn repeat<R>(
 /// frames instead of writing them), so the next push has to wake it again.
 struct Drainer {
     outbox: Arc<Outbox>,
-    writing: VecDeque<ByteString>,
+    writing: Frames,
 }
 impl Actor for Drainer {
     type Context = Context<Self>;
@@ -157,7 +156,7 @@ fn session_outboxes(n: usize, arbiter: &ArbiterHandle) -> Vec<Arc<Outbox>> {
             let ob = outbox.clone();
             Drainer::start_in_arbiter(arbiter, move |_| Drainer {
                 outbox: ob,
-                writing: VecDeque::new(),
+                writing: Frames::new(),
             });
             outbox
         })
@@ -212,25 +211,14 @@ fn publish(pool: &Pool, from: &str, body: &RawValue) -> usize {
     delivered
 }
 
-thread_local! {
-    /// One reused buffer per outbox, as each session keeps one (`Outbox::drain_into`):
-    /// in the steady state neither side allocates for the queue itself.
-    static SPARE: std::cell::RefCell<Vec<std::collections::VecDeque<ByteString>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Empties every outbox the way sessions do (untimed in every measurement).
+/// Empties every outbox the way sessions do, through one reused buffer (sessions share
+/// one per thread); untimed in every measurement.
 fn drain_all(boxes: &[Arc<Outbox>]) {
-    SPARE.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < boxes.len() {
-            spare.resize_with(boxes.len(), Default::default);
-        }
-        for (ob, buf) in boxes.iter().zip(spare.iter_mut()) {
-            black_box(ob.drain_into(buf));
-            buf.clear();
-        }
-    });
+    let mut buf = Frames::new();
+    for ob in boxes {
+        black_box(ob.drain_into(&mut buf));
+        buf.clear();
+    }
 }
 
 /// Pushes one frame into every outbox so that each is woken and non-empty.

@@ -10,7 +10,6 @@
 //! it, marks the outbox closed as a slow consumer, and reports the failure, so the
 //! hub's memory cannot grow without bound behind a client that stopped reading.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
@@ -19,11 +18,17 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 use futures_util::Stream;
+use smallvec::SmallVec;
 
 use crate::error::CloseReason;
 
 /// A drain of fewer frames than this frees the queue instead of keeping its capacity.
 const KEEP_QUEUE_FROM: usize = 4;
+
+/// Queued frames, with room for one inline: at a low message rate a session is woken
+/// for every frame and drains it before the next arrives, so a push takes no allocation
+/// and an idle session holds no heap block for its queue.
+pub type Frames = SmallVec<[ByteString; 1]>;
 
 /// Tells a session that its outbox has frames (or a close) waiting.
 #[derive(Debug, Clone, Copy, Message)]
@@ -51,7 +56,7 @@ enum Notify {
 
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<ByteString>,
+    frames: Frames,
     /// Sum of the queued frames' lengths, compared with the limit on every push.
     bytes: usize,
     /// A `Wake` is in flight; no need to send another until the session drains.
@@ -115,9 +120,9 @@ impl Outbox {
             let accepted = q.bytes == 0 || q.bytes + frame.len() <= self.limit;
             if accepted {
                 q.bytes += frame.len();
-                q.frames.push_back(frame.clone());
+                q.frames.push(frame.clone());
             } else {
-                q.frames = VecDeque::new();
+                q.frames = Frames::new();
                 q.bytes = 0;
                 q.closed = Some(CloseReason::SlowConsumer);
             }
@@ -147,20 +152,23 @@ impl Outbox {
     }
 
     /// Moves everything queued into `out` (which must be empty), and returns the close
-    /// reason if there is one and whether a heartbeat check is due. A busy outbox swaps queues with `out`, so both keep their
-    /// capacity and a session that drains steadily allocates nothing; a drain of a few
-    /// frames (a reply, a low-rate delivery) moves them and frees the queue, so an idle
-    /// session holds no queue memory (allocating again costs far less than the write that
-    /// follows).
-    pub fn drain_into(&self, out: &mut VecDeque<ByteString>) -> Drained {
+    /// reason if there is one and whether a heartbeat check is due. A busy outbox swaps
+    /// queues with `out`, so both keep their capacity and a session that drains steadily
+    /// allocates nothing; a drain of a few frames moves them and frees the queue's heap
+    /// block if it has one, so a session that has gone quiet holds no queue memory. The
+    /// common low-rate drain, one frame in the inline slot, allocates and frees nothing.
+    pub fn drain_into(&self, out: &mut Frames) -> Drained {
         debug_assert!(out.is_empty());
         let mut q = self.lock();
         q.woken = false;
         q.bytes = 0;
-        if q.frames.len() < KEEP_QUEUE_FROM {
-            out.extend(std::mem::take(&mut q.frames));
-        } else {
+        if q.frames.len() >= KEEP_QUEUE_FROM {
             std::mem::swap(&mut q.frames, out);
+        } else {
+            out.extend(q.frames.drain(..));
+            if q.frames.spilled() {
+                q.frames = Frames::new();
+            }
         }
         Drained {
             close: q.closed,
@@ -181,8 +189,8 @@ impl Outbox {
     }
 
     /// Takes everything queued (tests and shutdown paths; sessions use `drain_into`).
-    pub fn drain(&self) -> (VecDeque<ByteString>, Option<CloseReason>) {
-        let mut frames = VecDeque::new();
+    pub fn drain(&self) -> (Frames, Option<CloseReason>) {
+        let mut frames = Frames::new();
         let drained = self.drain_into(&mut frames);
         (frames, drained.close)
     }
@@ -247,7 +255,7 @@ mod tests {
         assert!(outbox.push(&frame));
         assert!(outbox.push(&frame));
         assert_eq!(outbox.queued_bytes(), 8);
-        let mut out = VecDeque::new();
+        let mut out = Frames::new();
         assert_eq!(outbox.drain_into(&mut out).close, None);
         assert_eq!(out.len(), 2);
         assert_eq!(outbox.queued_bytes(), 0);
@@ -266,6 +274,38 @@ mod tests {
         // wake-ups have been handled.
         addr.send(Wake).await.unwrap();
         assert_eq!(wakes.load(Ordering::SeqCst), 3);
+    }
+
+    #[actix::test]
+    async fn small_drains_free_the_queue_and_busy_ones_keep_it() {
+        let addr = Counter(Arc::new(AtomicUsize::new(0))).start();
+        let outbox = Outbox::with_recipient(addr.recipient(), 1000);
+        let frames: Vec<ByteString> = (0..6).map(|i| ByteString::from(i.to_string())).collect();
+        let mut out = Frames::new();
+        // One frame stays in the inline slot: nothing on the heap, before or after.
+        outbox.push(&frames[0]);
+        assert!(!outbox.lock().frames.spilled());
+        outbox.drain_into(&mut out);
+        assert_eq!(out.as_slice(), &frames[..1]);
+        out.clear();
+        // A few frames spill to the heap; draining them frees it.
+        for f in &frames[..3] {
+            outbox.push(f);
+        }
+        assert!(outbox.lock().frames.spilled());
+        outbox.drain_into(&mut out);
+        assert_eq!(out.as_slice(), &frames[..3]);
+        assert!(!outbox.lock().frames.spilled());
+        out.clear();
+        // A busy drain swaps: the frames arrive in order, and the outbox gets `out`'s
+        // buffer back, capacity and all.
+        out.grow(16);
+        for f in &frames {
+            outbox.push(f);
+        }
+        outbox.drain_into(&mut out);
+        assert_eq!(out.as_slice(), &frames[..]);
+        assert!(outbox.lock().frames.capacity() >= 16);
     }
 
     #[actix::test]

@@ -5,7 +5,6 @@
 //! heartbeat, and writes out what the hub puts in its [`Outbox`]. Protocol violations
 //! close the socket with a proper code; bad commands only get an `error` reply.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use bytestring::ByteString;
 use crate::auth::{Grant, Verifier};
 use crate::error::{CloseReason, ErrorCode};
 use crate::hub::{self, Caller, Hub};
-use crate::outbox::{Drained, Outbox, Wake, Wakes};
+use crate::outbox::{Drained, Frames, Outbox, Wake, Wakes};
 use crate::pool::SessionId;
 use crate::protocol::{decode, encode, Command, Event, Inbound, RequestId};
 use crate::ratelimit::{TokenBucket, Verdict};
@@ -34,8 +33,8 @@ thread_local! {
     /// Frames taken from an outbox, being written. One per worker thread rather than one
     /// per session: sessions on a thread are written one at a time, and a field would
     /// make every idle session bigger (see `Outbox::drain_into` for who keeps capacity).
-    static WRITING: std::cell::RefCell<VecDeque<ByteString>> = const {
-        std::cell::RefCell::new(VecDeque::new())
+    static WRITING: std::cell::RefCell<Frames> = const {
+        std::cell::RefCell::new(Frames::new_const())
     };
 }
 
