@@ -56,6 +56,7 @@ pub struct Hub {
     unreachable: Vec<SessionId>,
     /// Set by [`Shutdown`]: sessions that connect later are closed at once.
     shutting_down: bool,
+    /// [`HubConfig::heartbeat`]: every session's liveness check, paced from here.
     heartbeat: Option<Duration>,
     /// Which set of sessions checks its heartbeat next.
     heartbeat_phase: u64,
