@@ -25,7 +25,9 @@ pub enum Verdict {
     Close,
 }
 
-/// `f32`s: one bucket per connection, and a token count needs no more precision.
+/// `f32`s: one bucket per connection, and a token count needs no more precision (a
+/// burst above 2^24 = 16,777,216 no longer counts single commands, i.e. acts as no limit,
+/// which is what such a setting asks for anyway).
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     rate: f32,
