@@ -67,7 +67,7 @@ pub struct Config {
     pub heartbeat_ms: u64,
 
     /// A client the hub has heard nothing from (no frame, no pong) for this long is
-    /// dropped with close code 1008.
+    /// dropped with close code 1008. Must be longer than `--heartbeat-ms`.
     #[arg(long, env = "WXHUB_CLIENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_timeout_ms: u64,
 
@@ -181,6 +181,14 @@ impl Default for Config {
 impl Config {
     /// Checks what flags cannot check one by one.
     pub fn validate(&self) -> Result<(), String> {
+        if self.client_timeout_ms <= self.heartbeat_ms {
+            // A client is checked once per heartbeat: with a shorter timeout one that
+            // answers every ping could still be dropped between two checks.
+            return Err(format!(
+                "--client-timeout-ms ({}) must be longer than --heartbeat-ms ({})",
+                self.client_timeout_ms, self.heartbeat_ms
+            ));
+        }
         let mut codes = std::collections::HashSet::new();
         for s in &self.symbols {
             if !codes.insert(&s.code) {
@@ -260,6 +268,15 @@ mod tests {
         let twice = Cli::try_parse_from(["wxhub", "--symbols", "A:a:1,A:b:2"]).unwrap();
         assert!(twice.config.validate().is_err());
         assert!(c.validate().is_ok());
+        // A timeout no longer than the heartbeat could drop a client that answers pings.
+        let short = Cli::try_parse_from([
+            "wxhub",
+            "--heartbeat-ms",
+            "1000",
+            "--client-timeout-ms",
+            "1000",
+        ]);
+        assert!(short.unwrap().config.validate().is_err());
         let t = Cli::try_parse_from([
             "wxhub", "token", "--name", "a", "--ttl", "2h", "--secret", "s",
         ])

@@ -8,11 +8,15 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Seconds since the first bucket was made: 8 bytes per bucket instead of an `Instant`'s 16.
+/// Seconds from a fixed instant (the first call), negative for instants before it: 8
+/// bytes per bucket instead of an `Instant`'s 16, and exact differences either side.
 fn seconds(now: Instant) -> f64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    now.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
-        .as_secs_f64()
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    match now.checked_duration_since(epoch) {
+        Some(after) => after.as_secs_f64(),
+        None => -epoch.duration_since(now).as_secs_f64(),
+    }
 }
 
 /// What the bucket says about one command.

@@ -177,19 +177,21 @@ impl Session {
     }
 
     /// Drops a client that has been silent too long, or pings one that has been quiet
-    /// for half a heartbeat. Hub sessions do this when the hub says (one timer for all,
-    /// so the first check may come at any point of a session's first heartbeat period);
-    /// `/echo` sessions keep their own timer. A client that keeps talking is not pinged:
-    /// what it sends already proves it alive, and a ping in the middle of its exchange
-    /// is a frame it did not ask for (RFC 6455 allows it, the Autobahn suite's strict
-    /// cases do not expect it).
+    /// for half a heartbeat, or that the next check would otherwise drop. Hub sessions
+    /// do this when the hub says (one timer for all, so the first check may come at any
+    /// point of a session's first heartbeat period); `/echo` sessions keep their own
+    /// timer. A client that keeps talking is not pinged: what it sends already proves it
+    /// alive, and a ping in the middle of its exchange is a frame it did not ask for
+    /// (RFC 6455 allows it, the Autobahn suite's strict cases do not expect it).
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let silent = self.last_heard.elapsed();
         let limits = &self.shared.limits;
         if silent > limits.client_timeout {
             log::debug!("session {} timed out", self.id);
             self.shut(ctx, CloseReason::HeartbeatTimeout, None);
-        } else if self.mode == Mode::Hub && silent >= limits.heartbeat / 2 {
+        } else if self.mode == Mode::Hub
+            && (silent >= limits.heartbeat / 2 || silent + limits.heartbeat > limits.client_timeout)
+        {
             ctx.ping(b"");
         }
     }

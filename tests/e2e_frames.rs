@@ -147,14 +147,14 @@ async fn a_client_close_is_echoed() {
 #[actix_web::test]
 async fn a_client_that_keeps_talking_is_not_pinged() {
     let hub = TestHub::start(Config {
-        heartbeat_ms: 200,
+        heartbeat_ms: 500,
         client_timeout_ms: 5000,
         ..config()
     });
     let mut raw = RawClient::handshake(hub.addr, "/ws").await;
     // Five heartbeat periods of a request every 40 ms: every period checks this session
-    // at least once, and each time the client spoke less than half a period ago.
-    for i in 0..25 {
+    // at least once, and each time the client spoke far less than half a period ago.
+    for i in 0..60 {
         raw.write_frame(
             FIN | TEXT,
             json!({"type":"ping","id":i}).to_string().as_bytes(),

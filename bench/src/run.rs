@@ -67,8 +67,8 @@ pub struct Recorder {
     pub slots: Semaphore,
     pub complete: AtomicU64,
     /// Commands of this tool (publishes, direct messages, broadcasts, pings) that the hub
-    /// refused with an `error` reply: nothing is delivered for them, so they are not
-    /// expected deliveries. All of them, and by `code`.
+    /// refused with `rate_limited` ([`Run::hub_error`]): nothing is delivered for them,
+    /// so they are not expected deliveries. All of them, and by `code`.
     pub refused: AtomicU64,
     refused_codes: Mutex<BTreeMap<Vec<u8>, u64>>,
 }
@@ -260,6 +260,19 @@ impl Run {
         *m.entry(e.into()).or_insert(0) += 1;
     }
 
+    /// The hub answered one of this tool's commands with an `error` of this `code`.
+    /// Only `rate_limited` is a refusal (the command was well-formed and the hub chose
+    /// not to route it, so nothing is delivered for it); any other code (`not_found`
+    /// for a partner the hub dropped, ...) is a failure, reported under `errors`, and
+    /// what it did not deliver still counts as undelivered.
+    pub fn hub_error(&self, code: &[u8]) {
+        if code == b"rate_limited" {
+            self.rec.refuse(code);
+        } else {
+            self.note_error(format!("error reply: {}", String::from_utf8_lossy(code)));
+        }
+    }
+
     fn errors_json(&self) -> Value {
         let m = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<_> = m.iter().collect();
@@ -396,9 +409,8 @@ async fn client_task(run: Arc<Run>, i: usize, n: usize, mut r: Reader, mut w: Wr
                     b"ack" => batch.acks += 1,
                     b"pong" => batch.pongs += 1,
                     b"error" => {
-                        // A refusal of one of this client's commands (a send, a ping).
-                        run.rec
-                            .refuse(proto::str_after(t, b"\"code\":\"").unwrap_or(b"?"));
+                        // One of this client's commands (a send, a ping) was refused.
+                        run.hub_error(proto::str_after(t, b"\"code\":\"").unwrap_or(b"?"));
                     }
                     _ => {}
                 },
@@ -690,7 +702,7 @@ fn keep_reading(run: Arc<Run>, mut r: Reader, mut w: Writer) {
                 match f {
                     Frame::Text(t) => {
                         if let Some(code) = proto::error_code(t) {
-                            run.rec.refuse(code);
+                            run.hub_error(code);
                         }
                     }
                     Frame::Ping(p) => w.push(OP_PONG, p),
@@ -1178,7 +1190,7 @@ async fn fanout(
                                     // until --lost-after-s (the reply does not say which
                                     // publish it refuses), which backs the publisher off
                                     // instead of flooding the hub into closing it.
-                                    rec.refuse(code);
+                                    run.hub_error(code);
                                 } else if proto::msg_type(t) == b"ack" {
                                     acks += 1;
                                     let d = proto::num_after(t, b"\"delivered\":").unwrap_or(0);
