@@ -81,7 +81,7 @@ impl Hub {
     fn beat(&mut self) {
         let phase = self.heartbeat_phase;
         self.heartbeat_phase = (phase + 1) % HEARTBEAT_PHASES;
-        for (_, outbox) in self
+        for outbox in self
             .pool
             .outboxes_where(|id| id % HEARTBEAT_PHASES == phase)
         {

@@ -68,7 +68,7 @@ struct Queue {
 }
 
 /// What a session finds when it drains its outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Drained {
     /// Close with this once the frames are written.
     pub close: Option<CloseReason>,
@@ -108,16 +108,29 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Applies `change` to the queue under the lock; if it returns true the session is
+    /// to be woken, which happens after the lock is released (the session may be
+    /// draining) and only if nothing has woken it since its last drain.
+    fn change(&self, change: impl FnOnce(&mut Queue) -> bool) {
+        let wake = {
+            let mut q = self.lock();
+            change(&mut q) && !std::mem::replace(&mut q.woken, true)
+        };
+        if wake {
+            self.notify();
+        }
+    }
+
     /// Queues a frame. Returns false if the outbox is closed or the frame would pass the
     /// byte bound; in the latter case the queue is dropped and the outbox closes as a
     /// slow consumer.
     pub fn push(&self, frame: &ByteString) -> bool {
-        let (accepted, wake) = {
-            let mut q = self.lock();
+        let mut accepted = false;
+        self.change(|q| {
             if q.closed.is_some() {
                 return false;
             }
-            let accepted = q.bytes == 0 || q.bytes + frame.len() <= self.limit;
+            accepted = q.bytes == 0 || q.bytes + frame.len() <= self.limit;
             if accepted {
                 q.bytes += frame.len();
                 q.frames.push(frame.clone());
@@ -126,36 +139,29 @@ impl Outbox {
                 q.bytes = 0;
                 q.closed = Some(CloseReason::SlowConsumer);
             }
-            (accepted, !std::mem::replace(&mut q.woken, true))
-        };
-        // Outside the lock: the session may be draining.
-        if wake {
-            self.notify();
-        }
+            true
+        });
         accepted
     }
 
     /// Closes the outbox: no more frames are taken, and the session closes with `reason`
     /// once it has written what is already queued.
     pub fn close(&self, reason: CloseReason) {
-        let wake = {
-            let mut q = self.lock();
+        self.change(|q| {
             if q.closed.is_some() {
-                return;
+                return false;
             }
             q.closed = Some(reason);
-            !std::mem::replace(&mut q.woken, true)
-        };
-        if wake {
-            self.notify();
-        }
+            true
+        });
     }
 
     /// Moves everything queued into `out` (which must be empty), and returns the close
     /// reason if there is one and whether a heartbeat check is due. A busy outbox swaps
     /// queues with `out`, so both keep their capacity and a session that drains steadily
     /// allocates nothing; a drain of a few frames moves them and frees the queue's heap
-    /// block if it has one, so a session that has gone quiet holds no queue memory. The
+    /// block if it has one, so a session that has gone quiet holds no queue memory once
+    /// it drains again (at the latest at its next heartbeat check, which drains too). The
     /// common low-rate drain, one frame in the inline slot, allocates and frees nothing.
     pub fn drain_into(&self, out: &mut Frames) -> Drained {
         debug_assert!(out.is_empty());
@@ -178,14 +184,10 @@ impl Outbox {
 
     /// Asks the session to check its heartbeat, waking it if it is not already awake.
     pub fn heartbeat(&self) {
-        let wake = {
-            let mut q = self.lock();
+        self.change(|q| {
             q.beat = true;
-            !std::mem::replace(&mut q.woken, true)
-        };
-        if wake {
-            self.notify();
-        }
+            true
+        });
     }
 
     /// Takes everything queued (tests and shutdown paths; sessions use `drain_into`).

@@ -165,11 +165,11 @@ impl Pool {
     pub fn outboxes_where(
         &self,
         select: impl Fn(SessionId) -> bool,
-    ) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
+    ) -> impl Iterator<Item = &Arc<Outbox>> {
         self.sessions
             .iter()
             .filter(move |(id, _)| select(**id))
-            .map(|(id, e)| (*id, &e.outbox))
+            .map(|(_, e)| &e.outbox)
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Entry> {

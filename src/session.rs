@@ -162,10 +162,7 @@ impl Session {
     /// the hub asked for a heartbeat check.
     fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> Drained {
         let Some(outbox) = self.outbox.as_ref() else {
-            return Drained {
-                close: None,
-                beat: false,
-            };
+            return Drained::default();
         };
         WRITING.with_borrow_mut(|writing| {
             let drained = outbox.drain_into(writing);

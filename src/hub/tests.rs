@@ -483,6 +483,41 @@ async fn a_slow_consumer_is_dropped_and_the_others_get_everything() {
     assert_eq!(acks.last().unwrap()["delivered"], 1);
 }
 
+/// `beat` flags one eighth of the sessions per call, in turn: after eight calls every
+/// session has been flagged exactly once.
+#[test]
+fn each_beat_checks_one_phase_of_the_sessions() {
+    let mut hub = Hub::new(HubConfig {
+        max_groups: 10,
+        market: None,
+        heartbeat: None,
+    });
+    let outboxes: Vec<Arc<Outbox>> = (0..32)
+        .map(|id| {
+            let outbox = Arc::new(Outbox::new(1024));
+            hub.pool.connect(id, outbox.clone());
+            outbox
+        })
+        .collect();
+    let beaten = |outboxes: &[Arc<Outbox>]| -> Vec<u64> {
+        (0u64..)
+            .zip(outboxes)
+            .filter(|(_, ob)| ob.drain_into(&mut Default::default()).beat)
+            .map(|(id, _)| id)
+            .collect()
+    };
+    for phase in 0..HEARTBEAT_PHASES {
+        hub.beat();
+        let expected: Vec<u64> = (0..32)
+            .filter(|id| id % HEARTBEAT_PHASES == phase)
+            .collect();
+        assert_eq!(beaten(&outboxes), expected, "beat {phase}");
+    }
+    // And round again.
+    hub.beat();
+    assert_eq!(beaten(&outboxes), vec![0, 8, 16, 24]);
+}
+
 #[actix::test]
 async fn the_hub_paces_every_sessions_heartbeat() {
     let hub = Hub::new(HubConfig {
