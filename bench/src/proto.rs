@@ -2,6 +2,10 @@
 //! formatted by hand, and incoming frames are scanned for the few fields a scenario
 //! needs (no JSON tree per message).
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 /// The `type` of a hub frame (`message`, `ack`, `joined`, ...), or `b""`.
 pub fn msg_type(t: &[u8]) -> &[u8] {
     const KEY: &[u8] = b"\"type\":\"";
@@ -28,29 +32,11 @@ pub fn error_code(t: &[u8]) -> Option<&[u8]> {
     Some(str_after(rest, b"\"code\":\"").unwrap_or(b"?"))
 }
 
-/// The first position of `needle` in `hay`.
+/// The first position of `needle` in `hay`. A vectorised search: a hand-rolled one that
+/// compared at every `"` of a frame took a third of this tool's CPU at saturation, CPU
+/// the hub on the same two cores then did not get.
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..=hay.len() - needle.len()]
-            .iter()
-            .position(|&c| c == first)
-        {
-            None => return None,
-            Some(p) => {
-                i += p;
-                if &hay[i..i + needle.len()] == needle {
-                    return Some(i);
-                }
-                i += 1;
-            }
-        }
-    }
-    None
+    memchr::memmem::find(hay, needle)
 }
 
 /// Parses the unsigned integer at the start of `b`.
@@ -80,7 +66,9 @@ pub fn str_after<'a>(t: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 /// `(seq, ts)` from a message whose body is this tool's `[SEQ,TS,...]`.
 pub fn body_pair(t: &[u8]) -> Option<(u64, u64)> {
     const KEY: &[u8] = b"\"body\":[";
-    let at = find(t, KEY)? + KEY.len();
+    // Built once: setting a searcher up per frame cost as much as the search.
+    static BODY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
+    let at = BODY.find(t)? + KEY.len();
     let (seq, n) = leading_u64(&t[at..])?;
     let rest = &t[at + n..];
     let rest = rest.strip_prefix(b",")?;
