@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::{dev::Server, http::header, web, App, HttpRequest, HttpResponse, HttpServer};
-use actix_web_actors::ws;
 
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::{self, Hub};
-use crate::session::{ConnectionSlot, Mode, Session, Shared};
+use crate::session::{self, ConnectionSlot, Mode, Session, Shared};
 
 /// The demo page, served at `/`.
 const INDEX_HTML: &str = include_str!("../templates/index.html");
@@ -243,9 +242,7 @@ fn upgrade(
         Err(refusal) => return Ok(refusal.response()),
     };
     let session = Session::new(state.shared.clone(), mode, slot);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(state.shared.limits.max_message)
-        .start()
+    session::start(session, &req, stream)
 }
 
 async fn websocket(

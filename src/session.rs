@@ -4,16 +4,25 @@
 //! limit and join tokens, decodes messages into commands for the hub, keeps the
 //! heartbeat, and writes out what the hub puts in its [`Outbox`]. Protocol violations
 //! close the socket with a proper code; bad commands only get an `error` reply.
+//!
+//! Frames go out through the connection's own response body ([`start`]): a session
+//! encodes them into a per-thread staging buffer, and the body hands everything staged
+//! in one poll to actix-http as one chunk.
 
+use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_http::ws::Item;
-use actix_web::web::Bytes;
+use actix_http::ws::{Item, OpCode, Parser};
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytestring::ByteString;
+use futures_util::Stream;
 
 use crate::auth::{Grant, Verifier};
 use crate::error::{CloseReason, ErrorCode};
@@ -33,9 +42,108 @@ thread_local! {
     /// Frames taken from an outbox, being written. One per worker thread rather than one
     /// per session: sessions on a thread are written one at a time, and a field would
     /// make every idle session bigger (see `Outbox::drain_into` for who keeps capacity).
-    static WRITING: std::cell::RefCell<Frames> = const {
-        std::cell::RefCell::new(Frames::new_const())
-    };
+    static WRITING: RefCell<Frames> = const { RefCell::new(Frames::new_const()) };
+
+    /// Encoded frames on their way to actix-http's write buffer, one buffer per worker
+    /// thread. A session writes here only while its [`Output`] polls it (every handler
+    /// runs inside that poll), and `Output` hands on everything before it returns, so the
+    /// buffer never holds two sessions' frames. Sharing it means no session grows and
+    /// keeps a buffer (or a queue of unencoded messages) of its own, and a busy session's
+    /// frames are encoded into capacity that is already there.
+    static STAGING: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Capacity the staging buffer may keep after a very large write; above it the buffer is
+/// released, so one burst does not pin memory on the thread for good.
+const STAGING_KEPT: usize = 256 * 1024;
+
+/// Encodes one server frame (unmasked, final) into the thread's staging buffer.
+fn write_frame(op: OpCode, payload: &[u8]) {
+    STAGING.with_borrow_mut(|s| Parser::write_message(s, payload, op, true, false));
+}
+
+fn write_close(reason: Option<ws::CloseReason>) {
+    STAGING.with_borrow_mut(|s| Parser::write_close(s, reason, false));
+}
+
+/// A WebSocket response body: polls the session's context, which runs the actor, and
+/// then hands actix-http whatever the session wrote to the staging buffer, as one chunk.
+///
+/// actix-web-actors would otherwise queue each frame as a message, encode the queue
+/// into a fresh buffer on every poll (growing it by reallocation as frames are added)
+/// and keep the queue's capacity in every session for good. `None` once the context
+/// has ended.
+struct Output<S>(Option<S>);
+
+impl<S> Drop for Output<S> {
+    /// Dropping a live context runs the actor once more (actix stops it in a last poll),
+    /// and whatever it writes then must not reach the next session polled on this thread.
+    fn drop(&mut self) {
+        self.0 = None;
+        discard_staged();
+    }
+}
+
+/// Empties the staging buffer of frames that no `Output` will hand on: written by a
+/// session being dropped, outside its `Output`'s poll.
+fn discard_staged() {
+    // `try_with`: a connection may be dropped while its thread is ending.
+    let _ = STAGING.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.clear();
+        }
+    });
+}
+
+/// Answers a WebSocket handshake, with `session` running behind the connection.
+pub fn start(
+    session: Session,
+    req: &HttpRequest,
+    stream: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let mut response = ws::handshake(req)?;
+    let codec = actix_http::ws::Codec::new().max_size(session.shared.limits.max_message);
+    let context = ws::WebsocketContext::with_codec(session, stream, codec);
+    Ok(response.streaming(Output(Some(context))))
+}
+
+impl<S> Stream for Output<S>
+where
+    S: Stream<Item = Result<Bytes, actix_web::Error>> + Unpin,
+{
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let Some(context) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        discard_staged();
+        let polled = Pin::new(context).poll_next(cx);
+        let staged = STAGING.with_borrow_mut(|s| {
+            // Sessions write only to the staging buffer, so the context encodes nothing
+            // itself; should it ever, its bytes follow the session's, in one chunk.
+            if let Poll::Ready(Some(Ok(bytes))) = &polled {
+                s.extend_from_slice(bytes);
+            }
+            if s.is_empty() {
+                return None;
+            }
+            let chunk = s.split().freeze();
+            if s.capacity() > STAGING_KEPT {
+                *s = BytesMut::new();
+            }
+            Some(chunk)
+        });
+        match polled {
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                self.0 = None;
+                Poll::Ready(staged.map(Ok))
+            }
+            Poll::Pending if staged.is_none() => Poll::Pending,
+            _ => Poll::Ready(staged.map(Ok)),
+        }
+    }
 }
 
 /// The per-connection limits, shared by every session.
@@ -160,14 +268,14 @@ impl Session {
 
     /// Writes everything the outbox holds; returns its close reason, if any, and whether
     /// the hub asked for a heartbeat check.
-    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> Drained {
+    fn flush(&mut self) -> Drained {
         let Some(outbox) = self.outbox.as_ref() else {
             return Drained::default();
         };
         WRITING.with_borrow_mut(|writing| {
             let drained = outbox.drain_into(writing);
             for frame in writing.drain(..) {
-                ctx.text(frame);
+                write_frame(OpCode::Text, frame.as_bytes());
             }
             drained
         })
@@ -189,7 +297,7 @@ impl Session {
         } else if self.mode == Mode::Hub
             && (silent >= limits.heartbeat / 2 || silent + limits.heartbeat > limits.client_timeout)
         {
-            ctx.ping(b"");
+            write_frame(OpCode::Ping, b"");
         }
     }
 
@@ -208,11 +316,11 @@ impl Session {
         if let Some(outbox) = &self.outbox {
             outbox.close(reason);
         }
-        self.flush(ctx);
+        self.flush();
         if let Some(frame) = last {
-            ctx.text(frame);
+            write_frame(OpCode::Text, frame.as_bytes());
         }
-        ctx.close(Some(ws::CloseReason {
+        write_close(Some(ws::CloseReason {
             code: ws::CloseCode::from(reason.code()),
             description: Some(reason.description().to_owned()),
         }));
@@ -297,7 +405,7 @@ impl Session {
     /// Handles one complete text message.
     fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
         if self.mode == Mode::Echo {
-            return ctx.text(text);
+            return write_frame(OpCode::Text, text.as_bytes());
         }
         let (id, command) = match decode(&text) {
             Err(e) => {
@@ -358,7 +466,7 @@ impl Session {
     /// Handles a complete message that arrived as bytes (binary frame or fragments).
     fn on_bytes(&mut self, data: Bytes, text: bool, ctx: &mut ws::WebsocketContext<Self>) {
         if self.mode == Mode::Echo && !text {
-            return ctx.binary(data);
+            return write_frame(OpCode::Binary, &data);
         }
         match ByteString::try_from(data) {
             Ok(s) => self.on_text(s, ctx),
@@ -458,7 +566,7 @@ impl Drop for Session {
 
 impl StreamHandler<Wake> for Session {
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        let drained = self.flush(ctx);
+        let drained = self.flush();
         if let Some(reason) = drained.close {
             self.shut(ctx, reason, None);
         } else if drained.beat {
@@ -502,13 +610,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             ws::Message::Continuation(item) => self.on_continuation(item, ctx),
             ws::Message::Ping(payload) => {
                 if self.admit(ctx) {
-                    ctx.pong(&payload);
+                    write_frame(OpCode::Pong, &payload);
                 }
             }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 if !std::mem::replace(&mut self.closing, true) {
-                    ctx.close(reason);
+                    write_close(reason);
                 }
                 ctx.stop();
             }
@@ -530,5 +638,101 @@ mod tests {
             "Session is {} bytes",
             std::mem::size_of::<Session>()
         );
+    }
+
+    /// One poll of a [`FakeContext`]: the frames the session writes, and what it returns.
+    type Step = (
+        Vec<&'static str>,
+        Poll<Option<Result<Bytes, actix_web::Error>>>,
+    );
+
+    /// Stands in for a session's context: each poll writes its next frames to the
+    /// staging buffer, as the actor's handlers do, and returns the next result.
+    struct FakeContext {
+        polls: Vec<Step>,
+        /// Written when dropped, as an actor stopped by a last poll might.
+        on_drop: Option<&'static str>,
+    }
+
+    impl Stream for FakeContext {
+        type Item = Result<Bytes, actix_web::Error>;
+        fn poll_next(
+            mut self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Self::Item>> {
+            let (frames, result) = self.polls.remove(0);
+            for f in frames {
+                write_frame(OpCode::Text, f.as_bytes());
+            }
+            result
+        }
+    }
+
+    impl Drop for FakeContext {
+        fn drop(&mut self) {
+            if let Some(f) = self.on_drop {
+                write_frame(OpCode::Text, f.as_bytes());
+            }
+        }
+    }
+
+    fn frames(texts: &[&str]) -> Bytes {
+        let mut b = BytesMut::new();
+        for t in texts {
+            Parser::write_message(&mut b, t.as_bytes(), OpCode::Text, true, false);
+        }
+        b.freeze()
+    }
+
+    fn poll(out: &mut Output<FakeContext>) -> Poll<Option<Bytes>> {
+        let mut cx = TaskContext::from_waker(futures_util::task::noop_waker_ref());
+        Pin::new(out)
+            .poll_next(&mut cx)
+            .map(|item| item.map(|r| r.expect("no error")))
+    }
+
+    #[test]
+    fn output_hands_on_what_the_session_wrote_in_one_chunk() {
+        let mut out = Output(Some(FakeContext {
+            polls: vec![
+                (vec!["a", "bc"], Poll::Pending),
+                (vec![], Poll::Pending),
+                (vec!["bye"], Poll::Ready(None)),
+            ],
+            on_drop: None,
+        }));
+        assert_eq!(poll(&mut out), Poll::Ready(Some(frames(&["a", "bc"]))));
+        assert_eq!(poll(&mut out), Poll::Pending);
+        // The context ended: its last frames still go out, then the body ends.
+        assert_eq!(poll(&mut out), Poll::Ready(Some(frames(&["bye"]))));
+        assert_eq!(poll(&mut out), Poll::Ready(None));
+    }
+
+    #[test]
+    fn output_keeps_the_order_when_the_context_encodes_too() {
+        let mut out = Output(Some(FakeContext {
+            polls: vec![(vec!["mine"], Poll::Ready(Some(Ok(frames(&["its"])))))],
+            on_drop: None,
+        }));
+        assert_eq!(poll(&mut out), Poll::Ready(Some(frames(&["mine", "its"]))));
+    }
+
+    #[test]
+    fn what_a_dropped_session_writes_never_reaches_another_connection() {
+        let dying = Output(Some(FakeContext {
+            polls: vec![],
+            on_drop: Some("stale"),
+        }));
+        drop(dying);
+        // Also when the write happens outside any Output, e.g. a context dropped on its own.
+        drop(FakeContext {
+            polls: vec![],
+            on_drop: Some("stale too"),
+        });
+        let mut next = Output(Some(FakeContext {
+            polls: vec![(vec!["fresh"], Poll::Pending)],
+            on_drop: None,
+        }));
+        assert_eq!(poll(&mut next), Poll::Ready(Some(frames(&["fresh"]))));
     }
 }
