@@ -46,15 +46,16 @@ thread_local! {
 
     /// Encoded frames on their way to actix-http's write buffer, one buffer per worker
     /// thread. A session writes here only while its [`Output`] polls it (every handler
-    /// runs inside that poll), and `Output` hands on everything before it returns, so the
-    /// buffer never holds two sessions' frames. Sharing it means no session grows and
-    /// keeps a buffer (or a queue of unencoded messages) of its own, and a busy session's
-    /// frames are encoded into capacity that is already there.
+    /// runs inside that poll); each poll starts by discarding whatever is left and ends
+    /// by handing on what the session wrote, so the buffer never carries one session's
+    /// frames into another's connection. Sharing it means no session grows and keeps a
+    /// buffer (or a queue of unencoded messages) of its own, and a busy session's frames
+    /// are encoded into capacity that is already there.
     static STAGING: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-/// Capacity the staging buffer may keep after a very large write; above it the buffer is
-/// released, so one burst does not pin memory on the thread for good.
+/// Capacity the staging buffer may keep between polls; a bigger allocation (left by one
+/// very large write) is released, so one burst does not pin memory on the thread.
 const STAGING_KEPT: usize = 256 * 1024;
 
 /// Encodes one server frame (unmasked, final) into the thread's staging buffer.
@@ -76,8 +77,9 @@ fn write_close(reason: Option<ws::CloseReason>) {
 struct Output<S>(Option<S>);
 
 impl<S> Drop for Output<S> {
-    /// Dropping a live context runs the actor once more (actix stops it in a last poll),
-    /// and whatever it writes then must not reach the next session polled on this thread.
+    /// Dropping a live context runs the actor once more (actix stops it in a last poll,
+    /// where only `stopping`/`stopped` run, and those write nothing). Should anything be
+    /// written then, it is discarded here rather than left for the next poll to drop.
     fn drop(&mut self) {
         self.0 = None;
         reset_staging();
@@ -85,10 +87,10 @@ impl<S> Drop for Output<S> {
 }
 
 /// Readies the staging buffer for the next session: drops frames that no `Output` will
-/// hand on (written by a session being dropped, outside its `Output`'s poll), and moves
-/// the write position back to the start of the buffer once actix-http has let go of the
-/// last chunk, so every session writes into the same few, cache-hot kilobytes instead
-/// of walking through the whole capacity.
+/// hand on (written outside an `Output`'s poll, or left by a poll that failed), moves the
+/// write position back to the start of the buffer once actix-http has let go of the last
+/// chunk, so every session writes into the same few, cache-hot kilobytes instead of
+/// walking through the whole capacity, and releases an allocation past [`STAGING_KEPT`].
 fn reset_staging() {
     // `try_with`: a connection may be dropped while its thread is ending.
     let _ = STAGING.try_with(|s| {
@@ -98,6 +100,11 @@ fn reset_staging() {
             // start over at the front, if no chunk still shares it; it never allocates.
             let past_the_rest = s.capacity() + 1;
             let _ = s.try_reclaim(past_the_rest);
+            // Only now is `capacity` the whole allocation (after a split it is what is
+            // left past the write position).
+            if s.capacity() > STAGING_KEPT {
+                *s = BytesMut::new();
+            }
         }
     });
 }
@@ -135,20 +142,27 @@ where
             if s.is_empty() {
                 return None;
             }
-            let chunk = s.split().freeze();
-            if s.capacity() > STAGING_KEPT {
-                *s = BytesMut::new();
-            }
-            Some(chunk)
+            Some(s.split().freeze())
         });
-        match polled {
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => {
+        match (polled, staged) {
+            (Poll::Ready(Some(Err(e))), _) => {
+                // The connection ends with the error; what was staged is discarded by the
+                // next poll on this thread.
+                self.0 = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            (Poll::Ready(None), staged) => {
                 self.0 = None;
                 Poll::Ready(staged.map(Ok))
             }
-            Poll::Pending if staged.is_none() => Poll::Pending,
-            _ => Poll::Ready(staged.map(Ok)),
+            (_, Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
+            (Poll::Pending, None) => Poll::Pending,
+            (Poll::Ready(Some(Ok(_))), None) => {
+                // An empty chunk from a live context: nothing to hand on, and not the
+                // end; poll again rather than end the body.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 }
@@ -750,12 +764,46 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_write_does_not_pin_its_memory_on_the_thread() {
+        let huge: &'static str = "x".repeat(2 * STAGING_KEPT).leak();
+        let mut out = Output(Some(FakeContext {
+            polls: vec![(vec![huge], Poll::Pending), (vec![], Poll::Pending)],
+            on_drop: None,
+        }));
+        let Poll::Ready(Some(chunk)) = poll(&mut out) else {
+            panic!("a chunk")
+        };
+        assert_eq!(chunk.len(), huge.len() + 10);
+        drop(chunk);
+        assert_eq!(poll(&mut out), Poll::Pending);
+        let kept = STAGING.with_borrow(|s| s.capacity());
+        assert!(kept <= STAGING_KEPT, "the thread keeps {kept} bytes");
+    }
+
+    #[test]
+    fn an_empty_chunk_from_the_context_does_not_end_the_body() {
+        let mut out = Output(Some(FakeContext {
+            polls: vec![
+                (vec![], Poll::Ready(Some(Ok(Bytes::new())))),
+                (vec!["later"], Poll::Pending),
+            ],
+            on_drop: None,
+        }));
+        assert_eq!(poll(&mut out), Poll::Pending);
+        assert_eq!(poll(&mut out), Poll::Ready(Some(frames(&["later"]))));
+    }
+
+    #[test]
     fn what_a_dropped_session_writes_never_reaches_another_connection() {
         let dying = Output(Some(FakeContext {
             polls: vec![],
             on_drop: Some("stale"),
         }));
         drop(dying);
+        assert!(
+            STAGING.with_borrow(|s| s.is_empty()),
+            "dropping an Output discards"
+        );
         // Also when the write happens outside any Output, e.g. a context dropped on its own.
         drop(FakeContext {
             polls: vec![],
