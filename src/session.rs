@@ -661,6 +661,31 @@ mod tests {
         );
     }
 
+    fn size_with_and_without_option<S>(_: &S) -> (usize, usize) {
+        (std::mem::size_of::<Option<S>>(), std::mem::size_of::<S>())
+    }
+
+    /// The response body is boxed once per connection, context and all: wrapping the
+    /// context in `Output` (an `Option`, `None` once it ended) must not make that box
+    /// bigger, or every idle connection would pay for it.
+    #[actix::test]
+    async fn the_response_body_is_no_bigger_than_the_context() {
+        let config = crate::config::Config::default();
+        let shared = Arc::new(Shared {
+            hub: Hub::new(config.hub()).start(),
+            limits: config.limits(),
+            verifier: None,
+        });
+        let live = Arc::new(AtomicUsize::new(0));
+        let slot = ConnectionSlot::acquire(&live, 1).expect("a free slot");
+        let session = Session::new(shared, Mode::Echo, slot);
+        let input = futures_util::stream::empty::<Result<Bytes, actix_web::error::PayloadError>>();
+        let context =
+            ws::WebsocketContext::with_codec(session, input, actix_http::ws::Codec::new());
+        let (wrapped, bare) = size_with_and_without_option(&context);
+        assert_eq!(wrapped, bare, "Output adds {} bytes", wrapped - bare);
+    }
+
     /// One poll of a [`FakeContext`]: the frames the session writes, and what it returns.
     type Step = (
         Vec<&'static str>,
