@@ -146,8 +146,7 @@ where
         });
         match (polled, staged) {
             (Poll::Ready(Some(Err(e))), _) => {
-                // The connection ends with the error; what was staged is discarded by the
-                // next poll on this thread.
+                // The connection ends with the error, and what was staged with it.
                 self.0 = None;
                 Poll::Ready(Some(Err(e)))
             }
