@@ -288,7 +288,7 @@ impl Session {
 
     /// Writes everything the outbox holds; returns its close reason, if any, and whether
     /// the hub asked for a heartbeat check.
-    fn flush(&mut self) -> Drained {
+    fn flush(&self) -> Drained {
         let Some(outbox) = self.outbox.as_ref() else {
             return Drained::default();
         };
@@ -646,6 +646,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::LazyLock;
+
     use super::*;
 
     /// A session lives inside actix-web-actors' context future, which is boxed once per
@@ -775,7 +777,8 @@ mod tests {
             }
         };
         // A big write leaves the buffer with room to spare for small ones.
-        let big: &'static str = "x".repeat(4000).leak();
+        static BIG: LazyLock<String> = LazyLock::new(|| "x".repeat(4000));
+        let big: &'static str = &BIG;
         drop(chunk(big));
         // actix-http copies each chunk into its write buffer and drops it; the next
         // session then writes over the same bytes instead of further along.
@@ -789,7 +792,8 @@ mod tests {
 
     #[test]
     fn a_huge_write_does_not_pin_its_memory_on_the_thread() {
-        let huge: &'static str = "x".repeat(2 * STAGING_KEPT).leak();
+        static HUGE: LazyLock<String> = LazyLock::new(|| "x".repeat(2 * STAGING_KEPT));
+        let huge: &'static str = &HUGE;
         let mut out = Output(Some(FakeContext {
             polls: vec![(vec![huge], Poll::Pending), (vec![], Poll::Pending)],
             on_drop: None,
