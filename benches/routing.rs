@@ -5,14 +5,19 @@
 //! allocations per publish, counted by the global allocator below), then runs the
 //! Criterion groups:
 //! - `pool/publish_cold/N`: what the hub's `Publish` handler does (encode the event once,
-//!   push the shared frame into every member's [`Outbox`]), when every outbox is empty,
-//!   so every push also wakes that member's session: the steady state at a low message
-//!   rate. The stand-in sessions are woken the way sessions are: one actor per member
-//!   polls its outbox's [`Wakes`] stream (`ctx.add_stream`, a flag and the task's waker,
-//!   no allocation) and on every wake-up drains the outbox into a reused buffer, on
-//!   another thread, as sessions live on the worker thread. Every outbox has been drained
-//!   (and the sessions' thread is idle) before each timed publish, so every push must
-//!   wake its session again.
+//!   push the shared frame into every member's [`Outbox`], collecting the wake-ups in a
+//!   [`WakeBatch`] that hands them to the sessions' thread in chunks), when every outbox
+//!   is empty, so every push also wakes that member's session: the steady state at a low
+//!   message rate. The stand-in sessions are woken the way sessions are: one actor per
+//!   member polls its outbox's [`Wakes`] stream (`ctx.add_stream`, a flag and the task's
+//!   waker, no allocation) and on every wake-up drains the outbox into a reused buffer,
+//!   on another thread, as sessions live on the worker thread. Every outbox has been
+//!   drained (and the sessions' thread is idle) before each timed publish, so every push
+//!   must wake its session again. Timed is the hub's side; the wake-ups themselves then
+//!   run on the sessions' thread (the summary's "until drained" lines time both).
+//! - `pool/publish_cold_direct/N`: the same with each wake-up done by the pushing thread
+//!   itself (`Outbox::push`, the path before `WakeBatch`): the sessions' tasks are
+//!   scheduled from the other core, a locked push onto their thread's shared run queue.
 //! - `pool/publish_cold_message/N`: the same with the former wake-up, an actor message
 //!   (`Wake`) per push to a stand-in built with `Outbox::with_recipient` (what the unit
 //!   tests still use); those outboxes are drained from this thread, untimed. For
@@ -29,7 +34,7 @@
 //! Throughput is reported in elements (deliveries): ns per delivery = 1e9 / elem/s.
 
 use std::alloc::{GlobalAlloc, Layout, System as SystemAlloc};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +50,7 @@ use serde_json::value::RawValue;
 
 use wxhub::auth::Grant;
 use wxhub::hub::{Caller, Connect, Hub, HubConfig, Join, Publish, Subscribe};
-use wxhub::outbox::{Frames, Outbox, Wake, Wakes};
+use wxhub::outbox::{Frames, Outbox, Wake, WakeBatch, Wakes};
 use wxhub::pool::{Pool, SessionId};
 use wxhub::protocol::{encode, now_ms, Body, Event, Kind};
 
@@ -191,8 +196,20 @@ fn body() -> Body {
     RawValue::from_string(r#"{"text":"hello room","n":12345}"#.to_string()).expect("JSON")
 }
 
-/// What the `Publish` handler does for a group: encode once, push to every member.
+thread_local! {
+    /// The hub keeps one batch and reuses it; so does the benchmark's "hub" thread.
+    static WAKES: RefCell<WakeBatch> = RefCell::new(WakeBatch::default());
+}
+
+/// What the `Publish` handler does for a group: encode once, push to every member,
+/// the wake-ups collected and handed to the sessions' thread.
 fn publish(pool: &Pool, from: &str, body: &RawValue) -> usize {
+    fan_out(pool, from, body, false)
+}
+
+/// Encodes once and pushes to every member; `direct`: each push wakes its session from
+/// this thread (`Outbox::push`, the path before `WakeBatch`).
+fn fan_out(pool: &Pool, from: &str, body: &RawValue, direct: bool) -> usize {
     let frame = encode(&Event::Message {
         kind: Kind::Group,
         from,
@@ -203,10 +220,17 @@ fn publish(pool: &Pool, from: &str, body: &RawValue) -> usize {
     });
     let group = pool.group(GROUP).expect("the group");
     let mut delivered = 0;
-    for (_, ob) in group.outboxes() {
-        if ob.push(&frame) {
-            delivered += 1;
+    if direct {
+        for (_, ob) in group.outboxes() {
+            delivered += usize::from(ob.push(&frame));
         }
+    } else {
+        WAKES.with_borrow_mut(|wakes| {
+            for (_, ob) in group.outboxes() {
+                delivered += usize::from(ob.push_batched(&frame, wakes));
+            }
+            wakes.flush();
+        });
     }
     delivered
 }
@@ -255,15 +279,38 @@ fn time_cold(
     boxes: &[Arc<Outbox>],
     arbiter: &ArbiterHandle,
     reps: u64,
+    direct: bool,
 ) -> (Duration, u64, u64) {
     let body = body();
     let timed = repeat(
         reps,
         |_| settle(boxes, arbiter),
-        || publish(pool, "publisher", &body),
+        || fan_out(pool, "publisher", &body, direct),
     );
     settle(boxes, arbiter);
     timed
+}
+
+/// Times `reps` cold publishes from the first push until every stand-in session has
+/// drained its outbox: the hub's side and the sessions' wake-ups together (plus a
+/// round trip to the sessions' thread to see that they are done).
+fn time_cold_until_drained(
+    pool: &Pool,
+    boxes: &[Arc<Outbox>],
+    arbiter: &ArbiterHandle,
+    reps: u64,
+    direct: bool,
+) -> (Duration, u64, u64) {
+    let body = body();
+    settle(boxes, arbiter);
+    repeat(
+        reps,
+        |_| {},
+        || {
+            fan_out(pool, "publisher", &body, direct);
+            settle(boxes, arbiter);
+        },
+    )
 }
 
 /// Times `reps` cold publishes to message-woken stand-ins (outboxes drained between them
@@ -454,7 +501,7 @@ fn time_flags(flags: &[Arc<Flag>], arbiter: &ArbiterHandle, reps: u64) -> (Durat
 fn line(what: &str, n: usize, reps: u64, (t, a, b): (Duration, u64, u64)) {
     let per_pub = t.as_secs_f64() / reps as f64;
     println!(
-        "routing: {what:<22} {n:>6} recipients: {:>8.1} us per publish = {:>6.1} ns per delivery; \
+        "routing: {what:<24} {n:>6} recipients: {:>8.1} us per publish = {:>6.1} ns per delivery; \
          {:>8.1} allocations ({:.0} bytes) per publish",
         per_pub * 1e6,
         per_pub * 1e9 / n as f64,
@@ -519,10 +566,28 @@ fn main() {
     let reps = if quick { 3 } else { 200 };
     for r in &rigs {
         line(
-            "pool cold (waker)",
+            "pool cold (batched)",
             r.n,
             reps,
-            time_cold(&r.live_pool, &r.live, &arb, reps),
+            time_cold(&r.live_pool, &r.live, &arb, reps, false),
+        );
+        line(
+            "pool cold (direct)",
+            r.n,
+            reps,
+            time_cold(&r.live_pool, &r.live, &arb, reps, true),
+        );
+        line(
+            "until drained (batched)",
+            r.n,
+            reps,
+            time_cold_until_drained(&r.live_pool, &r.live, &arb, reps, false),
+        );
+        line(
+            "until drained (direct)",
+            r.n,
+            reps,
+            time_cold_until_drained(&r.live_pool, &r.live, &arb, reps, true),
         );
         line(
             "pool cold (message)",
@@ -567,7 +632,10 @@ fn main() {
             let n = &r.n;
             g.throughput(Throughput::Elements(r.n as u64));
             g.bench_with_input(BenchmarkId::new("publish_cold", n), n, |b, _| {
-                b.iter_custom(|iters| time_cold(&r.live_pool, &r.live, &arb, iters).0)
+                b.iter_custom(|iters| time_cold(&r.live_pool, &r.live, &arb, iters, false).0)
+            });
+            g.bench_with_input(BenchmarkId::new("publish_cold_direct", n), n, |b, _| {
+                b.iter_custom(|iters| time_cold(&r.live_pool, &r.live, &arb, iters, true).0)
             });
             g.bench_with_input(BenchmarkId::new("publish_cold_message", n), n, |b, _| {
                 b.iter_custom(|iters| time_cold_message(&r.held_pool, &r.held, iters).0)

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::error::{CloseReason, ErrorCode, ReplyError};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, WakeBatch};
 use crate::pool::{GroupChange, Pool, SessionId};
 use crate::protocol::{encode, is_stock_group, legacy_groups, now_ms, valid_group, Event, Kind};
 use crate::ticker::{self, Market, Ticker};
@@ -54,6 +54,9 @@ pub struct Hub {
     /// past its bound); reused to avoid allocating per fan-out, and emptied by
     /// [`Hub::drop_unreachable`] at the end of every handler.
     unreachable: Vec<SessionId>,
+    /// The wake-ups of the current fan-out, handed to the sessions' threads in chunks
+    /// (see [`WakeBatch`]); kept so that its buffers are reused.
+    wakes: WakeBatch,
     /// Set by [`Shutdown`]: sessions that connect later are closed at once.
     shutting_down: bool,
     /// [`HubConfig::heartbeat`]: every session's liveness check, paced from here.
@@ -71,6 +74,7 @@ impl Hub {
             snapshots: HashMap::new(),
             slow_consumers: 0,
             unreachable: Vec::new(),
+            wakes: WakeBatch::default(),
             shutting_down: false,
             heartbeat: config.heartbeat,
             heartbeat_phase: 0,
@@ -118,15 +122,17 @@ impl Hub {
         targets: impl Iterator<Item = (SessionId, &'a Arc<Outbox>)>,
         frame: &ByteString,
         unreachable: &mut Vec<SessionId>,
+        wakes: &mut WakeBatch,
     ) -> usize {
         let mut delivered = 0;
         for (id, outbox) in targets {
-            if outbox.push(frame) {
+            if outbox.push_batched(frame, wakes) {
                 delivered += 1;
             } else {
                 unreachable.push(id);
             }
         }
+        wakes.flush();
         delivered
     }
 
@@ -161,7 +167,12 @@ impl Hub {
                         event: *event,
                         name,
                     });
-                    Self::deliver(group.watchers(), &frame, &mut self.unreachable);
+                    Self::deliver(
+                        group.watchers(),
+                        &frame,
+                        &mut self.unreachable,
+                        &mut self.wakes,
+                    );
                 }
             }
             if (change.first || change.last) && ticker::is_ticker_group(&change.group) {
@@ -319,6 +330,7 @@ impl Handler<SendDirect> for Hub {
         let caller = &msg.caller;
         if let Some(from) = self.joined(caller) {
             let unreachable = &mut self.unreachable;
+            let wakes = &mut self.wakes;
             let delivered = self.pool.user_outboxes(&msg.to).map(|targets| {
                 let frame = encode(&Event::Message {
                     kind: Kind::Direct,
@@ -328,7 +340,7 @@ impl Handler<SendDirect> for Hub {
                     body: &msg.body,
                     ts: now_ms(),
                 });
-                Self::deliver(targets, &frame, unreachable)
+                Self::deliver(targets, &frame, unreachable, wakes)
             });
             match delivered {
                 Some(delivered) => self.reply(
@@ -361,8 +373,12 @@ impl Handler<Broadcast> for Hub {
                 body: &msg.body,
                 ts: now_ms(),
             });
-            let delivered =
-                Self::deliver(self.pool.joined_outboxes(), &frame, &mut self.unreachable);
+            let delivered = Self::deliver(
+                self.pool.joined_outboxes(),
+                &frame,
+                &mut self.unreachable,
+                &mut self.wakes,
+            );
             self.reply(
                 caller,
                 &Event::Ack {
@@ -445,7 +461,12 @@ impl Handler<Publish> for Hub {
                             body: &msg.body,
                             ts: now_ms(),
                         });
-                        Self::deliver(group.outboxes(), &frame, &mut self.unreachable)
+                        Self::deliver(
+                            group.outboxes(),
+                            &frame,
+                            &mut self.unreachable,
+                            &mut self.wakes,
+                        )
                     }
                     None => 0,
                 };
@@ -559,7 +580,12 @@ impl Handler<DeliverTick> for Hub {
     fn handle(&mut self, msg: DeliverTick, _: &mut Context<Self>) {
         for (group, frame) in msg.frames {
             if let Some(members) = self.pool.group(&group) {
-                Self::deliver(members.outboxes(), &frame, &mut self.unreachable);
+                Self::deliver(
+                    members.outboxes(),
+                    &frame,
+                    &mut self.unreachable,
+                    &mut self.wakes,
+                );
             }
             self.snapshots.insert(group, frame);
         }

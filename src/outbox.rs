@@ -5,14 +5,22 @@
 //! session only when the queue goes from empty to non-empty: a session that is behind
 //! drains everything queued in one go, and actix-http writes those frames together. A
 //! session is woken through a flag and its task's waker ([`Wakes`], a stream the session
-//! polls): no allocation and no actor message per wake-up. Unit tests stand in a
-//! recorder actor instead, woken with a [`Wake`] message. The queue is bounded in bytes; a push past the bound empties
-//! it, marks the outbox closed as a slow consumer, and reports the failure, so the
-//! hub's memory cannot grow without bound behind a client that stopped reading.
+//! polls): no allocation and no actor message per wake-up. In a fan-out the hub does not
+//! wake the sessions itself, from its own thread: it collects their wakers in a
+//! [`WakeBatch`] and hands them over a chunk at a time to a task on the sessions' thread
+//! ([`WakeSink`]), which wakes them there, so a wake-up is a push onto that thread's own run
+//! queue instead of a locked push onto its shared one from the other core. Unit tests
+//! stand in a recorder actor instead, woken with a [`Wake`] message.
+//!
+//! The queue is bounded in bytes; a push past the bound empties it, marks the outbox
+//! closed as a slow consumer, and reports the failure, so the hub's memory cannot grow
+//! without bound behind a client that stopped reading.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -24,6 +32,17 @@ use crate::error::CloseReason;
 
 /// A drain of fewer frames than this frees the queue instead of keeping its capacity.
 const KEEP_QUEUE_FROM: usize = 4;
+
+/// Wakers a [`WakeBatch`] collects for one thread before handing them over: small enough
+/// that the first sessions of a big fan-out start writing while the hub is still
+/// pushing, big enough that the hand-over (a lock, a wake-up of the thread's task) is
+/// paid once for many sessions.
+const WAKE_CHUNK: usize = 64;
+
+/// A flush with fewer wakers than this for a thread wakes those sessions directly: for a
+/// direct message or a small group, handing over would cost the session's thread an
+/// extra task poll to save the hub a few wake-ups.
+const HAND_OVER_FROM: usize = 8;
 
 /// Queued frames, with room for one inline: at a low message rate a session is woken
 /// for every frame and drains it before the next arrives, so a push takes no allocation
@@ -41,6 +60,9 @@ pub struct Outbox {
     queue: Mutex<Queue>,
     /// How the session is woken.
     notify: Notify,
+    /// The session thread's [`WakeSink`], set when the session first polls [`Wakes`]; until
+    /// then (and for stand-ins) a batched push wakes the session directly.
+    sink: OnceLock<Arc<WakeSink>>,
     /// The most bytes that may wait in the queue (one frame is always taken into an
     /// empty queue, so a frame bigger than the bound is not by itself a reason to close).
     limit: usize,
@@ -82,6 +104,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             notify: Notify::Waker(AtomicWaker::new()),
+            sink: OnceLock::new(),
             limit,
         }
     }
@@ -91,14 +114,22 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             notify: Notify::Message(recipient),
+            sink: OnceLock::new(),
             limit,
         }
     }
 
-    fn notify(&self) {
-        match &self.notify {
-            Notify::Waker(waker) => waker.wake(),
-            Notify::Message(recipient) => recipient.do_send(Wake),
+    /// Wakes the session: now, or through `batch` when there is one and the session's
+    /// thread has a [`WakeSink`].
+    fn notify(&self, batch: Option<&mut WakeBatch>) {
+        match (&self.notify, batch, self.sink.get()) {
+            (Notify::Waker(waker), Some(batch), Some(sink)) => {
+                if let Some(waker) = waker.take() {
+                    batch.add(sink, waker);
+                }
+            }
+            (Notify::Waker(waker), _, _) => waker.wake(),
+            (Notify::Message(recipient), _, _) => recipient.do_send(Wake),
         }
     }
 
@@ -111,13 +142,13 @@ impl Outbox {
     /// Applies `change` to the queue under the lock; if it returns true the session is
     /// to be woken, which happens after the lock is released (the session may be
     /// draining) and only if nothing has woken it since its last drain.
-    fn change(&self, change: impl FnOnce(&mut Queue) -> bool) {
+    fn change(&self, batch: Option<&mut WakeBatch>, change: impl FnOnce(&mut Queue) -> bool) {
         let wake = {
             let mut q = self.lock();
             change(&mut q) && !std::mem::replace(&mut q.woken, true)
         };
         if wake {
-            self.notify();
+            self.notify(batch);
         }
     }
 
@@ -125,8 +156,19 @@ impl Outbox {
     /// byte bound; in the latter case the queue is dropped and the outbox closes as a
     /// slow consumer.
     pub fn push(&self, frame: &ByteString) -> bool {
+        self.push_in(frame, None)
+    }
+
+    /// [`Outbox::push`] for one recipient of a fan-out: the wake-up, if one is due, goes
+    /// into `batch`, which hands it to the session's thread (at the latest when the
+    /// batch is flushed or dropped).
+    pub fn push_batched(&self, frame: &ByteString, batch: &mut WakeBatch) -> bool {
+        self.push_in(frame, Some(batch))
+    }
+
+    fn push_in(&self, frame: &ByteString, batch: Option<&mut WakeBatch>) -> bool {
         let mut accepted = false;
-        self.change(|q| {
+        self.change(batch, |q| {
             if q.closed.is_some() {
                 return false;
             }
@@ -147,7 +189,7 @@ impl Outbox {
     /// Closes the outbox: no more frames are taken, and the session closes with `reason`
     /// once it has written what is already queued.
     pub fn close(&self, reason: CloseReason) {
-        self.change(|q| {
+        self.change(None, |q| {
             if q.closed.is_some() {
                 return false;
             }
@@ -184,7 +226,7 @@ impl Outbox {
 
     /// Asks the session to check its heartbeat, waking it if it is not already awake.
     pub fn heartbeat(&self) {
-        self.change(|q| {
+        self.change(None, |q| {
             q.beat = true;
             true
         });
@@ -220,12 +262,161 @@ impl Stream for Wakes {
         // the task.
         if let Notify::Waker(waker) = &self.0.notify {
             waker.register(cx.waker());
+            self.0.sink.get_or_init(thread_sink);
         }
         if self.0.lock().woken {
             Poll::Ready(Some(Wake))
         } else {
             Poll::Pending
         }
+    }
+}
+
+/// Wake-ups due after pushes into many outboxes, collected per session thread and handed
+/// to that thread's [`WakeSink`] a chunk at a time. The hub keeps one and reuses it, so a
+/// fan-out allocates nothing for its wake-ups once the buffers have grown; what is still
+/// collected when it is flushed or dropped is handed over then, so no wake-up is lost.
+#[derive(Default)]
+pub struct WakeBatch {
+    /// One entry per session thread seen so far: a handful, one per worker thread, and
+    /// those live as long as the server.
+    threads: Vec<(Arc<WakeSink>, Vec<Waker>)>,
+}
+
+impl WakeBatch {
+    fn add(&mut self, sink: &Arc<WakeSink>, waker: Waker) {
+        let i = match self.threads.iter().position(|(s, _)| Arc::ptr_eq(s, sink)) {
+            Some(i) => i,
+            None => {
+                self.threads
+                    .push((sink.clone(), Vec::with_capacity(WAKE_CHUNK)));
+                self.threads.len() - 1
+            }
+        };
+        let (sink, wakers) = &mut self.threads[i];
+        wakers.push(waker);
+        if wakers.len() >= WAKE_CHUNK {
+            sink.hand_over(wakers);
+        }
+    }
+
+    /// Hands every collected wake-up to its thread (a few are woken from here).
+    pub fn flush(&mut self) {
+        for (sink, wakers) in &mut self.threads {
+            if wakers.len() >= HAND_OVER_FROM {
+                sink.hand_over(wakers);
+            } else {
+                wakers.drain(..).for_each(Waker::wake);
+            }
+        }
+    }
+}
+
+impl Drop for WakeBatch {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Where a session thread receives the wake-ups of a fan-out: the hub appends wakers,
+/// and a task on the thread ([`WakeTask`]) takes them and wakes each session there.
+/// One per thread that runs sessions, made when its first session polls [`Wakes`].
+#[derive(Default)]
+pub struct WakeSink {
+    pending: Mutex<Pending>,
+    /// The thread's [`WakeTask`].
+    task: AtomicWaker,
+}
+
+#[derive(Default)]
+struct Pending {
+    wakers: Vec<Waker>,
+    /// The task is gone (its thread's runtime ended): wake directly instead.
+    closed: bool,
+}
+
+impl WakeSink {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Every critical section moves wakers or sets a flag; a poisoned lock is fine.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves `wakers` to the thread (leaving the vector empty, its capacity kept) and
+    /// wakes the thread's task; if the task is gone, wakes the sessions from here.
+    fn hand_over(&self, wakers: &mut Vec<Waker>) {
+        let closed = {
+            let mut p = self.lock();
+            if !p.closed {
+                p.wakers.append(wakers);
+            }
+            p.closed
+        };
+        if closed {
+            wakers.drain(..).for_each(Waker::wake);
+        } else {
+            self.task.wake();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+thread_local! {
+    /// This thread's sink, once one of its sessions has polled [`Wakes`].
+    static THREAD_SINK: RefCell<Option<Arc<WakeSink>>> = const { RefCell::new(None) };
+}
+
+/// The current thread's sink, made (with its task) on first use, and made again if the
+/// runtime that ran the previous one has ended. Called from [`Wakes`], which runs inside
+/// an actor's context, so there is a runtime to spawn the task on.
+fn thread_sink() -> Arc<WakeSink> {
+    THREAD_SINK.with_borrow_mut(|slot| {
+        if let Some(sink) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return sink.clone();
+        }
+        let sink = Arc::new(WakeSink::default());
+        actix::spawn(WakeTask {
+            sink: sink.clone(),
+            waking: Vec::new(),
+        });
+        *slot = Some(sink.clone());
+        sink
+    })
+}
+
+/// The task that wakes a thread's sessions for the hub: it swaps out what was handed
+/// over and wakes each session, which on this thread is a push onto the local run queue.
+struct WakeTask {
+    sink: Arc<WakeSink>,
+    /// The other half of the swap, so that neither side allocates once both have grown.
+    waking: Vec<Waker>,
+}
+
+impl Future for WakeTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = &mut *self;
+        // Register before taking, so that a hand-over after the take wakes the task again.
+        this.sink.task.register(cx.waker());
+        std::mem::swap(&mut this.sink.lock().wakers, &mut this.waking);
+        this.waking.drain(..).for_each(Waker::wake);
+        Poll::Pending
+    }
+}
+
+impl Drop for WakeTask {
+    /// The thread's runtime is ending: from now on sessions are woken directly, and
+    /// whatever was handed over is woken now.
+    fn drop(&mut self) {
+        let left = {
+            let mut p = self.sink.lock();
+            p.closed = true;
+            std::mem::take(&mut p.wakers)
+        };
+        left.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -325,6 +516,9 @@ mod tests {
 
 #[cfg(test)]
 mod wake_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
     use futures_util::{FutureExt, StreamExt};
 
     use super::*;
@@ -345,5 +539,123 @@ mod wake_tests {
         assert!(wakes.next().now_or_never().is_none(), "nothing to drain");
         outbox.close(CloseReason::Shutdown);
         assert!(matches!(wakes.next().await, Some(Wake)));
+    }
+
+    /// `n` outboxes, each with a task that waits for its next wake-up as a session does;
+    /// the counter says how many have been woken.
+    async fn waiting_sessions(n: usize) -> (Vec<Arc<Outbox>>, Arc<AtomicUsize>) {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let outboxes: Vec<_> = (0..n).map(|_| Arc::new(Outbox::new(100))).collect();
+        for outbox in &outboxes {
+            let (mut wakes, woken) = (Wakes(outbox.clone()), woken.clone());
+            actix::spawn(async move {
+                wakes.next().await;
+                woken.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        // Let them register their wakers, which also gives this thread its sink.
+        settle().await;
+        (outboxes, woken)
+    }
+
+    #[actix::test]
+    async fn a_fan_out_hands_its_wake_ups_to_the_sessions_thread() {
+        let n = HAND_OVER_FROM + 2;
+        let (outboxes, woken) = waiting_sessions(n).await;
+        let sink = outboxes[0]
+            .sink
+            .get()
+            .expect("the first poll sets the sink")
+            .clone();
+        let mut batch = WakeBatch::default();
+        for outbox in &outboxes {
+            assert!(outbox.push_batched(&ByteString::from_static("hi"), &mut batch));
+        }
+        settle().await;
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            0,
+            "the wake-ups wait in the batch"
+        );
+        batch.flush();
+        assert_eq!(
+            sink.lock().wakers.len(),
+            n,
+            "handed to the thread, not woken here"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while woken.load(Ordering::SeqCst) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the thread's task woke them"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(sink.lock().wakers.is_empty());
+        for outbox in &outboxes {
+            assert_eq!(outbox.drain().0.len(), 1);
+        }
+    }
+
+    #[actix::test]
+    async fn a_few_wake_ups_are_done_directly_even_from_a_dropped_batch() {
+        let (outboxes, woken) = waiting_sessions(1).await;
+        let sink = outboxes[0].sink.get().expect("the sink").clone();
+        let mut batch = WakeBatch::default();
+        outboxes[0].push_batched(&ByteString::from_static("hi"), &mut batch);
+        drop(batch);
+        assert!(sink.lock().wakers.is_empty(), "not handed over");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while woken.load(Ordering::SeqCst) < 1 {
+            assert!(tokio::time::Instant::now() < deadline, "woken by the drop");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn a_sink_whose_task_is_gone_wakes_directly() {
+        let sink = Arc::new(WakeSink::default());
+        drop(WakeTask {
+            sink: sink.clone(),
+            waking: Vec::new(),
+        });
+        assert!(sink.is_closed());
+        let count = Arc::new(Count::default());
+        let mut wakers = vec![Waker::from(count.clone()), Waker::from(count.clone())];
+        sink.hand_over(&mut wakers);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(
+            sink.lock().wakers.is_empty(),
+            "nothing left for a task that is gone"
+        );
+    }
+
+    #[test]
+    fn a_thread_gets_a_new_sink_when_its_runtime_has_ended() {
+        let first = actix::System::new().block_on(async { thread_sink() });
+        // The runtime is gone, and its task with it.
+        assert!(first.is_closed());
+        let second = actix::System::new().block_on(async {
+            let sink = thread_sink();
+            assert!(Arc::ptr_eq(&sink, &thread_sink()), "one sink per thread");
+            sink
+        });
+        assert!(!Arc::ptr_eq(&first, &second));
+    }
+
+    /// Counts wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Lets every task that can run on this thread run (a few rounds of yielding).
+    async fn settle() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
     }
 }
