@@ -6,6 +6,7 @@
 #   bench/peers/run-matrix.sh                      (from the repository's root)
 #   REPS=2 PEERS="wxhub ws socketio" TESTS="idle10k sat1k sat10k rate1k rate10k" \
 #     OUT=/tmp/wsbench-results WORK=/tmp/wxhub-peers bench/peers/run-matrix.sh
+#   PEERS="wxhub-bare ws" TESTS=idle10k bench/peers/run-matrix.sh   (bare connect rates)
 # It copies this folder to $WORK, runs `npm ci` and builds wsbench there (the repository
 # stays clean), then prints the summary tables (summarize.py).
 set -euo pipefail
@@ -29,6 +30,9 @@ peer_flags() {
   case "$1" in
     wxhub)    PF=(--on-open '{"type":"join","name":"u{i}"}' --on-open '{"type":"subscribe","group":"bench"}'
                   --await-reply --publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
+    # The same hub with clients that only connect, as the ws hub's do (idle tests only:
+    # its clients are in no group).
+    wxhub-bare) PF=(--publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
     ws)       PF=(--publish 't={ts}') ;;
     socketio) PF=(--on-open 40 --ready-prefix 40 --reply 2=3 --publish '42["pub","t={ts}"]') ;;
   esac
