@@ -129,6 +129,7 @@ struct Drainer {
 impl Actor for Drainer {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.outbox.bind_to_this_thread();
         ctx.add_stream(Wakes(self.outbox.clone()));
     }
 }

@@ -5,12 +5,13 @@
 //! session only when the queue goes from empty to non-empty: a session that is behind
 //! drains everything queued in one go, and actix-http writes those frames together. A
 //! session is woken through a flag and its task's waker ([`Wakes`], a stream the session
-//! polls): no allocation and no actor message per wake-up. In a fan-out the hub does not
-//! wake the sessions itself, from its own thread: it collects their wakers in a
-//! [`WakeBatch`] and hands them over a chunk at a time to a task on the sessions' thread
-//! ([`WakeSink`]), which wakes them there, so a wake-up is a push onto that thread's own run
-//! queue instead of a locked push onto its shared one from the other core. Unit tests
-//! stand in a recorder actor instead, woken with a [`Wake`] message.
+//! polls): no allocation and no actor message per wake-up. In a fan-out to many sessions
+//! the hub does not wake them from its own thread: it collects their wakers in a
+//! [`WakeBatch`] and hands them over a chunk at a time to their thread's [`WakeSink`],
+//! where a small task wakes them, so a wake-up is a push onto that thread's own run queue
+//! instead of a locked push onto its shared one from the other core (a few wake-ups, and
+//! sessions not bound to a thread with [`Outbox::bind_to_this_thread`], are still woken
+//! directly). Unit tests stand in a recorder actor instead, woken with a [`Wake`] message.
 //!
 //! The queue is bounded in bytes; a push past the bound empties it, marks the outbox
 //! closed as a slow consumer, and reports the failure, so the hub's memory cannot grow
@@ -60,8 +61,8 @@ pub struct Outbox {
     queue: Mutex<Queue>,
     /// How the session is woken.
     notify: Notify,
-    /// The session thread's [`WakeSink`], set when the session first polls [`Wakes`]; until
-    /// then (and for stand-ins) a batched push wakes the session directly.
+    /// The session thread's [`WakeSink`], set by [`Outbox::bind_to_this_thread`]; without
+    /// it (and for stand-ins) a batched push wakes the session directly.
     sink: OnceLock<Arc<WakeSink>>,
     /// The most bytes that may wait in the queue (one frame is always taken into an
     /// empty queue, so a frame bigger than the bound is not by itself a reason to close).
@@ -116,6 +117,15 @@ impl Outbox {
             notify: Notify::Message(recipient),
             sink: OnceLock::new(),
             limit,
+        }
+    }
+
+    /// Lets fan-outs hand this outbox's wake-ups to the current thread, where the session
+    /// that drains it runs (see [`WakeBatch`]). Call it from the session's thread, inside
+    /// its actix runtime: the thread's first call starts the task that does the waking.
+    pub fn bind_to_this_thread(&self) {
+        if let Notify::Waker(_) = self.notify {
+            self.sink.get_or_init(thread_sink);
         }
     }
 
@@ -262,7 +272,6 @@ impl Stream for Wakes {
         // the task.
         if let Notify::Waker(waker) = &self.0.notify {
             waker.register(cx.waker());
-            self.0.sink.get_or_init(thread_sink);
         }
         if self.0.lock().woken {
             Poll::Ready(Some(Wake))
@@ -300,15 +309,17 @@ impl WakeBatch {
         }
     }
 
-    /// Hands every collected wake-up to its thread (a few are woken from here).
+    /// Hands every collected wake-up to its thread (a few are woken from here), and
+    /// forgets threads whose runtime has ended.
     pub fn flush(&mut self) {
-        for (sink, wakers) in &mut self.threads {
+        self.threads.retain_mut(|(sink, wakers)| {
             if wakers.len() >= HAND_OVER_FROM {
-                sink.hand_over(wakers);
+                sink.hand_over(wakers)
             } else {
                 wakers.drain(..).for_each(Waker::wake);
+                true
             }
-        }
+        });
     }
 }
 
@@ -319,8 +330,8 @@ impl Drop for WakeBatch {
 }
 
 /// Where a session thread receives the wake-ups of a fan-out: the hub appends wakers,
-/// and a task on the thread ([`WakeTask`]) takes them and wakes each session there.
-/// One per thread that runs sessions, made when its first session polls [`Wakes`].
+/// and a task on the thread (`WakeTask`) takes them and wakes each session there. One
+/// per thread that runs sessions, made when the first outbox there is bound to it.
 #[derive(Default)]
 pub struct WakeSink {
     pending: Mutex<Pending>,
@@ -343,7 +354,8 @@ impl WakeSink {
 
     /// Moves `wakers` to the thread (leaving the vector empty, its capacity kept) and
     /// wakes the thread's task; if the task is gone, wakes the sessions from here.
-    fn hand_over(&self, wakers: &mut Vec<Waker>) {
+    /// Returns whether the task is still there.
+    fn hand_over(&self, wakers: &mut Vec<Waker>) -> bool {
         let closed = {
             let mut p = self.lock();
             if !p.closed {
@@ -356,6 +368,7 @@ impl WakeSink {
         } else {
             self.task.wake();
         }
+        !closed
     }
 
     fn is_closed(&self) -> bool {
@@ -364,13 +377,14 @@ impl WakeSink {
 }
 
 thread_local! {
-    /// This thread's sink, once one of its sessions has polled [`Wakes`].
+    /// This thread's sink, once an outbox has been bound to the thread.
     static THREAD_SINK: RefCell<Option<Arc<WakeSink>>> = const { RefCell::new(None) };
 }
 
 /// The current thread's sink, made (with its task) on first use, and made again if the
-/// runtime that ran the previous one has ended. Called from [`Wakes`], which runs inside
-/// an actor's context, so there is a runtime to spawn the task on.
+/// runtime that ran the previous one has ended. Needs a running actix runtime (the task
+/// is spawned on it), and assumes one runtime per thread at a time, as actix runs its
+/// workers: with two on one thread, the idle one's task would not run.
 fn thread_sink() -> Arc<WakeSink> {
     THREAD_SINK.with_borrow_mut(|slot| {
         if let Some(sink) = slot.as_ref().filter(|s| !s.is_closed()) {
@@ -541,57 +555,76 @@ mod wake_tests {
         assert!(matches!(wakes.next().await, Some(Wake)));
     }
 
-    /// `n` outboxes, each with a task that waits for its next wake-up as a session does;
-    /// the counter says how many have been woken.
+    /// `n` outboxes bound to this thread, each with a task that waits for its next
+    /// wake-up as a session does; the counter says how many have been woken.
     async fn waiting_sessions(n: usize) -> (Vec<Arc<Outbox>>, Arc<AtomicUsize>) {
         let woken = Arc::new(AtomicUsize::new(0));
         let outboxes: Vec<_> = (0..n).map(|_| Arc::new(Outbox::new(100))).collect();
         for outbox in &outboxes {
+            outbox.bind_to_this_thread();
             let (mut wakes, woken) = (Wakes(outbox.clone()), woken.clone());
             actix::spawn(async move {
                 wakes.next().await;
                 woken.fetch_add(1, Ordering::SeqCst);
             });
         }
-        // Let them register their wakers, which also gives this thread its sink.
+        // Let them register their wakers.
         settle().await;
         (outboxes, woken)
+    }
+
+    /// Waits (yielding to the thread's other tasks) until `n` sessions have been woken.
+    async fn until_woken(woken: &AtomicUsize, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while woken.load(Ordering::SeqCst) < n {
+            let now = woken.load(Ordering::SeqCst);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{now} of {n} sessions woken"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 
     #[actix::test]
     async fn a_fan_out_hands_its_wake_ups_to_the_sessions_thread() {
         let n = HAND_OVER_FROM + 2;
         let (outboxes, woken) = waiting_sessions(n).await;
-        let sink = outboxes[0]
-            .sink
-            .get()
-            .expect("the first poll sets the sink")
-            .clone();
+        let sink = outboxes[0].sink.get().expect("bound").clone();
         let mut batch = WakeBatch::default();
         for outbox in &outboxes {
             assert!(outbox.push_batched(&ByteString::from_static("hi"), &mut batch));
         }
         settle().await;
-        assert_eq!(
-            woken.load(Ordering::SeqCst),
-            0,
-            "the wake-ups wait in the batch"
-        );
+        let early = woken.load(Ordering::SeqCst);
+        assert_eq!(early, 0, "the wake-ups wait in the batch");
         batch.flush();
-        assert_eq!(
-            sink.lock().wakers.len(),
-            n,
-            "handed to the thread, not woken here"
-        );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while woken.load(Ordering::SeqCst) < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the thread's task woke them"
-            );
-            tokio::task::yield_now().await;
-        }
+        let handed = sink.lock().wakers.len();
+        assert_eq!(handed, n, "handed to the thread, not woken here");
+        until_woken(&woken, n).await;
         assert!(sink.lock().wakers.is_empty());
+        for outbox in &outboxes {
+            assert_eq!(outbox.drain().0.len(), 1);
+        }
+    }
+
+    #[actix::test]
+    async fn a_fan_out_from_another_thread_wakes_every_session() {
+        // Past one chunk, so that hand-overs happen during the fan-out and at its end.
+        let n = WAKE_CHUNK * 2 + HAND_OVER_FROM + 1;
+        let (outboxes, woken) = waiting_sessions(n).await;
+        let hub = {
+            let outboxes = outboxes.clone();
+            std::thread::spawn(move || {
+                let mut batch = WakeBatch::default();
+                let frame = ByteString::from_static("hi");
+                let all = outboxes.iter().all(|o| o.push_batched(&frame, &mut batch));
+                batch.flush();
+                all
+            })
+        };
+        until_woken(&woken, n).await;
+        assert!(hub.join().expect("the pushing thread"));
         for outbox in &outboxes {
             assert_eq!(outbox.drain().0.len(), 1);
         }
@@ -600,16 +633,29 @@ mod wake_tests {
     #[actix::test]
     async fn a_few_wake_ups_are_done_directly_even_from_a_dropped_batch() {
         let (outboxes, woken) = waiting_sessions(1).await;
-        let sink = outboxes[0].sink.get().expect("the sink").clone();
+        let sink = outboxes[0].sink.get().expect("bound").clone();
         let mut batch = WakeBatch::default();
         outboxes[0].push_batched(&ByteString::from_static("hi"), &mut batch);
         drop(batch);
         assert!(sink.lock().wakers.is_empty(), "not handed over");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while woken.load(Ordering::SeqCst) < 1 {
-            assert!(tokio::time::Instant::now() < deadline, "woken by the drop");
-            tokio::task::yield_now().await;
+        until_woken(&woken, 1).await;
+    }
+
+    #[actix::test]
+    async fn an_unbound_outbox_is_woken_directly() {
+        let outbox = Arc::new(Outbox::new(100));
+        let mut wakes = Wakes(outbox.clone());
+        let session = actix::spawn(async move { wakes.next().await.is_some() });
+        settle().await;
+        assert!(outbox.sink.get().is_none(), "polling does not bind");
+        let mut batch = WakeBatch::default();
+        for _ in 0..HAND_OVER_FROM {
+            outbox.push_batched(&ByteString::from_static("hi"), &mut batch);
         }
+        // Nothing was collected: the first push woke the session itself.
+        assert!(batch.threads.is_empty());
+        let woken = tokio::time::timeout(Duration::from_secs(5), session).await;
+        assert!(woken.expect("woken").expect("the task"));
     }
 
     #[test]

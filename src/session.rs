@@ -557,6 +557,7 @@ impl Actor for Session {
         let limits = self.shared.limits.clone();
         if self.mode == Mode::Hub {
             let outbox = Arc::new(Outbox::new(limits.max_queued));
+            outbox.bind_to_this_thread();
             ctx.add_stream(Wakes(outbox.clone()));
             self.shared.hub.do_send(hub::Connect {
                 session: self.id,

@@ -132,7 +132,7 @@ pub struct DeliverTick {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Asks for the ticker the hub started, if any (tests drive it with [`ticker::Advance`]).
+/// Asks for the ticker the hub started, if any (tests drive it with [`crate::ticker::Advance`]).
 #[derive(Message)]
 #[rtype(result = "Option<Addr<Ticker>>")]
 pub struct GetTicker;
