@@ -272,46 +272,45 @@ fn settle(boxes: &[Arc<Outbox>], arbiter: &ArbiterHandle) {
     }
 }
 
+/// What a cold measurement times.
+#[derive(Clone, Copy, PartialEq)]
+enum Timed {
+    /// The publish only; waiting for the sessions to drain is untimed (they start draining
+    /// on their thread while the publish is still pushing, as they would in the hub).
+    HubSide,
+    /// From the first push until every stand-in has drained its outbox: the hub's side and
+    /// the sessions' wake-ups together (plus a round trip to see that they are done).
+    UntilDrained,
+}
+
 /// Times `reps` cold publishes to waker-woken sessions, each into outboxes that the
-/// sessions have drained (waiting for that is untimed; the sessions start draining on
-/// their thread while the publish is still pushing, as they would in the hub).
+/// sessions have drained; `direct` as in [`fan_out`].
 fn time_cold(
     pool: &Pool,
     boxes: &[Arc<Outbox>],
     arbiter: &ArbiterHandle,
     reps: u64,
     direct: bool,
-) -> (Duration, u64, u64) {
-    let body = body();
-    let timed = repeat(
-        reps,
-        |_| settle(boxes, arbiter),
-        || fan_out(pool, "publisher", &body, direct),
-    );
-    settle(boxes, arbiter);
-    timed
-}
-
-/// Times `reps` cold publishes from the first push until every stand-in session has
-/// drained its outbox: the hub's side and the sessions' wake-ups together (plus a
-/// round trip to the sessions' thread to see that they are done).
-fn time_cold_until_drained(
-    pool: &Pool,
-    boxes: &[Arc<Outbox>],
-    arbiter: &ArbiterHandle,
-    reps: u64,
-    direct: bool,
+    timed: Timed,
 ) -> (Duration, u64, u64) {
     let body = body();
     settle(boxes, arbiter);
-    repeat(
+    let result = repeat(
         reps,
-        |_| {},
+        |_| {
+            if timed == Timed::HubSide {
+                settle(boxes, arbiter)
+            }
+        },
         || {
             fan_out(pool, "publisher", &body, direct);
-            settle(boxes, arbiter);
+            if timed == Timed::UntilDrained {
+                settle(boxes, arbiter)
+            }
         },
-    )
+    );
+    settle(boxes, arbiter);
+    result
 }
 
 /// Times `reps` cold publishes to message-woken stand-ins (outboxes drained between them
@@ -570,25 +569,32 @@ fn main() {
             "pool cold (batched)",
             r.n,
             reps,
-            time_cold(&r.live_pool, &r.live, &arb, reps, false),
+            time_cold(&r.live_pool, &r.live, &arb, reps, false, Timed::HubSide),
         );
         line(
             "pool cold (direct)",
             r.n,
             reps,
-            time_cold(&r.live_pool, &r.live, &arb, reps, true),
+            time_cold(&r.live_pool, &r.live, &arb, reps, true, Timed::HubSide),
         );
         line(
             "until drained (batched)",
             r.n,
             reps,
-            time_cold_until_drained(&r.live_pool, &r.live, &arb, reps, false),
+            time_cold(
+                &r.live_pool,
+                &r.live,
+                &arb,
+                reps,
+                false,
+                Timed::UntilDrained,
+            ),
         );
         line(
             "until drained (direct)",
             r.n,
             reps,
-            time_cold_until_drained(&r.live_pool, &r.live, &arb, reps, true),
+            time_cold(&r.live_pool, &r.live, &arb, reps, true, Timed::UntilDrained),
         );
         line(
             "pool cold (message)",
@@ -633,10 +639,14 @@ fn main() {
             let n = &r.n;
             g.throughput(Throughput::Elements(r.n as u64));
             g.bench_with_input(BenchmarkId::new("publish_cold", n), n, |b, _| {
-                b.iter_custom(|iters| time_cold(&r.live_pool, &r.live, &arb, iters, false).0)
+                b.iter_custom(|iters| {
+                    time_cold(&r.live_pool, &r.live, &arb, iters, false, Timed::HubSide).0
+                })
             });
             g.bench_with_input(BenchmarkId::new("publish_cold_direct", n), n, |b, _| {
-                b.iter_custom(|iters| time_cold(&r.live_pool, &r.live, &arb, iters, true).0)
+                b.iter_custom(|iters| {
+                    time_cold(&r.live_pool, &r.live, &arb, iters, true, Timed::HubSide).0
+                })
             });
             g.bench_with_input(BenchmarkId::new("publish_cold_message", n), n, |b, _| {
                 b.iter_custom(|iters| time_cold_message(&r.held_pool, &r.held, iters).0)
