@@ -6,7 +6,7 @@
 #   bench/peers/run-matrix.sh                      (from the repository's root)
 #   REPS=2 PEERS="wxhub ws socketio" TESTS="idle10k sat1k sat10k rate1k rate10k" \
 #     OUT=/tmp/wsbench-results WORK=/tmp/wxhub-peers bench/peers/run-matrix.sh
-#   PEERS="wxhub-bare ws" TESTS=idle10k bench/peers/run-matrix.sh   (bare connect rates)
+#   PEERS="wxhub-bare ws" TESTS=idle10k OUT=/tmp/wsbench-bare bench/peers/run-matrix.sh  (bare connects)
 # It copies this folder to $WORK, runs `npm ci` and builds wsbench there (the repository
 # stays clean), then prints the summary tables (summarize.py).
 set -euo pipefail
