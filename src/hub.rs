@@ -50,19 +50,46 @@ pub struct Hub {
     /// The latest frame of each ticker group: the snapshot for new subscribers.
     snapshots: HashMap<Arc<str>, ByteString>,
     slow_consumers: usize,
-    /// Sessions whose outbox refused a frame during the current handler (closed, or
-    /// past its bound); reused to avoid allocating per fan-out, and emptied by
-    /// [`Hub::drop_unreachable`] at the end of every handler.
-    unreachable: Vec<SessionId>,
-    /// The wake-ups of the current fan-out, handed to the sessions' threads in chunks
-    /// (see [`WakeBatch`]); kept so that its buffers are reused.
-    wakes: WakeBatch,
+    /// The refusals and wake-ups of the current handler's deliveries.
+    fanout: Fanout,
     /// Set by [`Shutdown`]: sessions that connect later are closed at once.
     shutting_down: bool,
     /// [`HubConfig::heartbeat`]: every session's liveness check, paced from here.
     heartbeat: Option<Duration>,
     /// Which set of sessions checks its heartbeat next.
     heartbeat_phase: u64,
+}
+
+/// What the hub's deliveries need besides their targets, kept so that both buffers are
+/// reused rather than allocated per fan-out.
+#[derive(Default)]
+struct Fanout {
+    /// Sessions whose outbox refused a frame during the current handler (closed, or past
+    /// its bound); emptied by [`Hub::drop_unreachable`] at the end of every handler.
+    unreachable: Vec<SessionId>,
+    /// The wake-ups of the current fan-out, handed to the sessions' threads in chunks.
+    wakes: WakeBatch,
+}
+
+impl Fanout {
+    /// Delivers a frame to every session in `targets`; returns how many took it. The
+    /// others are noted in `unreachable`.
+    fn deliver<'a>(
+        &mut self,
+        targets: impl Iterator<Item = (SessionId, &'a Arc<Outbox>)>,
+        frame: &ByteString,
+    ) -> usize {
+        let mut delivered = 0;
+        for (id, outbox) in targets {
+            if outbox.push_batched(frame, &mut self.wakes) {
+                delivered += 1;
+            } else {
+                self.unreachable.push(id);
+            }
+        }
+        self.wakes.flush();
+        delivered
+    }
 }
 
 impl Hub {
@@ -73,8 +100,7 @@ impl Hub {
             ticker: None,
             snapshots: HashMap::new(),
             slow_consumers: 0,
-            unreachable: Vec::new(),
-            wakes: WakeBatch::default(),
+            fanout: Fanout::default(),
             shutting_down: false,
             heartbeat: config.heartbeat,
             heartbeat_phase: 0,
@@ -85,19 +111,21 @@ impl Hub {
     fn beat(&mut self) {
         let phase = self.heartbeat_phase;
         self.heartbeat_phase = (phase + 1) % HEARTBEAT_PHASES;
+        let wakes = &mut self.fanout.wakes;
         for outbox in self
             .pool
             .outboxes_where(|id| id % HEARTBEAT_PHASES == phase)
         {
-            outbox.heartbeat();
+            outbox.heartbeat(wakes);
         }
+        wakes.flush();
     }
 
     /// Sends one frame to one session (a reply).
     fn send_to(&mut self, session: SessionId, frame: &ByteString) {
         if let Some(entry) = self.pool.session(session) {
             if !entry.outbox.push(frame) {
-                self.unreachable.push(session);
+                self.fanout.unreachable.push(session);
             }
         }
     }
@@ -116,30 +144,10 @@ impl Hub {
         self.send_to(caller.session, &frame);
     }
 
-    /// Delivers a frame to every session in `targets`; returns how many took it. The
-    /// others are noted in `unreachable`.
-    fn deliver<'a>(
-        targets: impl Iterator<Item = (SessionId, &'a Arc<Outbox>)>,
-        frame: &ByteString,
-        unreachable: &mut Vec<SessionId>,
-        wakes: &mut WakeBatch,
-    ) -> usize {
-        let mut delivered = 0;
-        for (id, outbox) in targets {
-            if outbox.push_batched(frame, wakes) {
-                delivered += 1;
-            } else {
-                unreachable.push(id);
-            }
-        }
-        wakes.flush();
-        delivered
-    }
-
     /// Removes the sessions whose outbox refused a frame: they are closing (the outbox
     /// tells the session why), and must leave their user and groups now.
     fn drop_unreachable(&mut self) {
-        while let Some(id) = self.unreachable.pop() {
+        while let Some(id) = self.fanout.unreachable.pop() {
             self.remove(id);
         }
     }
@@ -167,12 +175,7 @@ impl Hub {
                         event: *event,
                         name,
                     });
-                    Self::deliver(
-                        group.watchers(),
-                        &frame,
-                        &mut self.unreachable,
-                        &mut self.wakes,
-                    );
+                    self.fanout.deliver(group.watchers(), &frame);
                 }
             }
             if (change.first || change.last) && ticker::is_ticker_group(&change.group) {
@@ -329,8 +332,7 @@ impl Handler<SendDirect> for Hub {
     fn handle(&mut self, msg: SendDirect, _: &mut Context<Self>) {
         let caller = &msg.caller;
         if let Some(from) = self.joined(caller) {
-            let unreachable = &mut self.unreachable;
-            let wakes = &mut self.wakes;
+            let fanout = &mut self.fanout;
             let delivered = self.pool.user_outboxes(&msg.to).map(|targets| {
                 let frame = encode(&Event::Message {
                     kind: Kind::Direct,
@@ -340,7 +342,7 @@ impl Handler<SendDirect> for Hub {
                     body: &msg.body,
                     ts: now_ms(),
                 });
-                Self::deliver(targets, &frame, unreachable, wakes)
+                fanout.deliver(targets, &frame)
             });
             match delivered {
                 Some(delivered) => self.reply(
@@ -373,12 +375,7 @@ impl Handler<Broadcast> for Hub {
                 body: &msg.body,
                 ts: now_ms(),
             });
-            let delivered = Self::deliver(
-                self.pool.joined_outboxes(),
-                &frame,
-                &mut self.unreachable,
-                &mut self.wakes,
-            );
+            let delivered = self.fanout.deliver(self.pool.joined_outboxes(), &frame);
             self.reply(
                 caller,
                 &Event::Ack {
@@ -461,12 +458,7 @@ impl Handler<Publish> for Hub {
                             body: &msg.body,
                             ts: now_ms(),
                         });
-                        Self::deliver(
-                            group.outboxes(),
-                            &frame,
-                            &mut self.unreachable,
-                            &mut self.wakes,
-                        )
+                        self.fanout.deliver(group.outboxes(), &frame)
                     }
                     None => 0,
                 };
@@ -580,12 +572,7 @@ impl Handler<DeliverTick> for Hub {
     fn handle(&mut self, msg: DeliverTick, _: &mut Context<Self>) {
         for (group, frame) in msg.frames {
             if let Some(members) = self.pool.group(&group) {
-                Self::deliver(
-                    members.outboxes(),
-                    &frame,
-                    &mut self.unreachable,
-                    &mut self.wakes,
-                );
+                self.fanout.deliver(members.outboxes(), &frame);
             }
             self.snapshots.insert(group, frame);
         }

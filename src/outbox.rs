@@ -234,9 +234,10 @@ impl Outbox {
         }
     }
 
-    /// Asks the session to check its heartbeat, waking it if it is not already awake.
-    pub fn heartbeat(&self) {
-        self.change(None, |q| {
+    /// Asks the session to check its heartbeat, waking it (through `batch`, as a fan-out
+    /// does) if it is not already awake.
+    pub fn heartbeat(&self, batch: &mut WakeBatch) {
+        self.change(Some(batch), |q| {
             q.beat = true;
             true
         });
@@ -628,6 +629,25 @@ mod wake_tests {
         for outbox in &outboxes {
             assert_eq!(outbox.drain().0.len(), 1);
         }
+    }
+
+    #[actix::test]
+    async fn heartbeat_checks_are_handed_over_like_deliveries() {
+        let n = HAND_OVER_FROM;
+        let (outboxes, woken) = waiting_sessions(n).await;
+        let sink = outboxes[0].sink.get().expect("bound").clone();
+        let mut batch = WakeBatch::default();
+        for outbox in &outboxes {
+            outbox.heartbeat(&mut batch);
+        }
+        settle().await;
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "held in the batch");
+        batch.flush();
+        assert_eq!(sink.lock().wakers.len(), n, "handed to the thread");
+        until_woken(&woken, n).await;
+        assert!(outboxes
+            .iter()
+            .all(|o| o.drain_into(&mut Frames::new()).beat));
     }
 
     #[actix::test]
