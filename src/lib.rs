@@ -4,6 +4,7 @@
 //! - [`auth`]: join tokens (HS256 JWT): verification and minting.
 //! - [`config`]: the CLI and `WXHUB_*` environment settings, with their defaults.
 //! - [`protocol`]: protocol v1 on the wire: commands, events, naming rules (no actix).
+//! - [`opening`]: join and subscribe in the handshake's query (`/ws?name=..&subscribe=..`).
 //! - [`error`]: stable reply error codes and WebSocket close reasons.
 //! - [`outbox`]: the bounded queue of shared frames between the hub and a session.
 //! - [`ratelimit`]: the per-session token bucket against floods.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod market;
+pub mod opening;
 pub mod outbox;
 pub mod pool;
 pub mod protocol;

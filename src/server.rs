@@ -3,7 +3,8 @@
 //! `GET /ws` is the WebSocket endpoint; `GET /` is too when the request is a WebSocket
 //! handshake (classic clients connect with no path) and serves the demo page otherwise;
 //! `GET /healthz` answers 200; `GET /echo` (test-only, `--echo-route`) echoes. Origins
-//! and the connection limit are checked before the upgrade. The page is compiled into
+//! and the connection limit are checked before the upgrade, and so is the handshake's
+//! query (join and subscribe in the handshake, [`crate::opening`]). The page is compiled into
 //! the binary, so the working directory does not matter.
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use actix_web::{dev::Server, http::header, web, App, HttpRequest, HttpResponse, 
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::{self, Hub};
+use crate::opening::{bearer, Opening};
 use crate::session::{self, ConnectionSlot, Mode, Session, Shared};
 
 /// The demo page, served at `/`.
@@ -196,6 +198,8 @@ fn set_write_timeout(conn: &dyn std::any::Any, ms: u32) {
 
 /// Why a handshake is refused before the upgrade.
 enum Refusal {
+    /// HTTP 400: a handshake query that asks for something malformed (why, in a sentence).
+    Query(String),
     /// HTTP 403: a browser page from an origin not in `--allowed-origins`.
     Origin,
     /// HTTP 503: `--max-connections` reached.
@@ -205,6 +209,7 @@ enum Refusal {
 impl Refusal {
     fn response(self) -> HttpResponse {
         match self {
+            Refusal::Query(why) => HttpResponse::BadRequest().body(why + "\n"),
             Refusal::Origin => HttpResponse::Forbidden().body("origin not allowed\n"),
             Refusal::Full => HttpResponse::ServiceUnavailable()
                 .insert_header((header::RETRY_AFTER, "5"))
@@ -231,18 +236,37 @@ fn admit(req: &HttpRequest, state: &AppState) -> Result<ConnectionSlot, Refusal>
     ConnectionSlot::acquire(&state.live, state.max_connections).ok_or(Refusal::Full)
 }
 
+/// What a hub handshake's query asks for; the token may come in an `Authorization:
+/// Bearer` header instead (mini-programs can set headers, and a header stays out of
+/// URL logs). `/echo` handshakes ask for nothing, whatever their query.
+fn opening(req: &HttpRequest, mode: Mode) -> Result<Opening, Refusal> {
+    if mode != Mode::Hub {
+        return Ok(Opening::default());
+    }
+    let mut opening = Opening::parse(req.query_string()).map_err(Refusal::Query)?;
+    if opening.token.is_none() && opening.name.is_some() {
+        opening.token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .map(str::to_owned);
+    }
+    Ok(opening)
+}
+
 fn upgrade(
     req: HttpRequest,
     stream: web::Payload,
     state: &AppState,
     mode: Mode,
 ) -> actix_web::Result<HttpResponse> {
-    let slot = match admit(&req, state) {
-        Ok(slot) => slot,
+    let (opening, slot) = match opening(&req, mode).and_then(|o| Ok((o, admit(&req, state)?))) {
+        Ok(admitted) => admitted,
         Err(refusal) => return Ok(refusal.response()),
     };
     let session = Session::new(state.shared.clone(), mode, slot);
-    session::start(session, &req, stream)
+    session::start(session, &req, stream, opening)
 }
 
 async fn websocket(

@@ -27,6 +27,7 @@ use futures_util::Stream;
 use crate::auth::{Grant, Verifier};
 use crate::error::{CloseReason, ErrorCode};
 use crate::hub::{self, Caller, Hub};
+use crate::opening::Opening;
 use crate::outbox::{Drained, Frames, Outbox, Wake, Wakes};
 use crate::pool::SessionId;
 use crate::protocol::{decode, encode, Command, Event, Inbound, RequestId};
@@ -109,13 +110,16 @@ fn reset_staging() {
     });
 }
 
-/// Answers a WebSocket handshake, with `session` running behind the connection.
+/// Answers a WebSocket handshake, with `session` running behind the connection, and
+/// does what the handshake's query asked for (see [`crate::opening`]).
 pub fn start(
-    session: Session,
+    mut session: Session,
     req: &HttpRequest,
     stream: web::Payload,
+    opening: Opening,
 ) -> actix_web::Result<HttpResponse> {
     let mut response = ws::handshake(req)?;
+    session.open(opening);
     let codec = actix_http::ws::Codec::new().max_size(session.shared.limits.max_message);
     let context = ws::WebsocketContext::with_codec(session, stream, codec);
     Ok(response.streaming(Output(Some(context))))
@@ -234,7 +238,7 @@ pub struct Session {
     id: SessionId,
     mode: Mode,
     shared: Arc<Shared>,
-    /// Created in `started`, when the actor's address exists.
+    /// Created with the handshake's response ([`Session::open`]); `None` for `/echo`.
     outbox: Option<Arc<Outbox>>,
     /// Whether the hub knows this session and must be told when it ends.
     registered: bool,
@@ -377,13 +381,13 @@ impl Session {
         }
     }
 
-    /// Checks a join's token; `None` (after replying) if it is refused.
+    /// Checks a join's token; `None` (after replying, and counting the failure) if it is
+    /// refused.
     fn authorize(
         &mut self,
         id: Option<&RequestId>,
         name: &str,
         token: Option<&str>,
-        ctx: &mut ws::WebsocketContext<Self>,
     ) -> Option<Grant> {
         let Some(verifier) = &self.shared.verifier else {
             return Some(Grant::all());
@@ -396,14 +400,12 @@ impl Session {
             Err(e) => {
                 self.reply_error(id, e.code, &e.message);
                 self.failed_joins += 1;
-                if self.failed_joins >= MAX_FAILED_JOINS {
-                    self.shut(ctx, CloseReason::Unauthorized, None);
-                }
                 None
             }
         }
     }
 
+    /// A join from a frame: the third refused one closes the connection.
     fn join(
         &mut self,
         id: Option<RequestId>,
@@ -412,12 +414,60 @@ impl Session {
         classic: bool,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        if let Some(grant) = self.authorize(id.as_ref(), &name, token.as_deref(), ctx) {
-            self.shared.hub.do_send(hub::Join {
+        match self.authorize(id.as_ref(), &name, token.as_deref()) {
+            Some(grant) => self.shared.hub.do_send(hub::Join {
                 caller: self.caller(id),
                 name,
                 classic,
                 grant,
+            }),
+            None if self.failed_joins >= MAX_FAILED_JOINS => {
+                self.shut(ctx, CloseReason::Unauthorized, None)
+            }
+            None => {}
+        }
+    }
+
+    /// Registers a hub session with the hub, before its actor runs (so that what the
+    /// handshake asked for is done before any frame of the client's), then joins and
+    /// subscribes as `opening` says, as if the client had sent those commands without
+    /// an `id`. The handshake's commands do not count against the rate limit: there are
+    /// at most 1 + [`MAX_OPENING_GROUPS`](crate::opening::MAX_OPENING_GROUPS) of them,
+    /// once per connection.
+    fn open(&mut self, opening: Opening) {
+        if self.mode != Mode::Hub {
+            return;
+        }
+        // Called on the worker thread the session will run on, as binding requires.
+        let outbox = Arc::new(Outbox::new(self.shared.limits.max_queued));
+        outbox.bind_to_this_thread();
+        self.shared.hub.do_send(hub::Connect {
+            session: self.id,
+            outbox: outbox.clone(),
+        });
+        self.outbox = Some(outbox);
+        self.registered = true;
+        let Opening {
+            name,
+            token,
+            groups,
+            presence,
+        } = opening;
+        if let Some(name) = name {
+            if let Some(grant) = self.authorize(None, &name, token.as_deref()) {
+                self.shared.hub.do_send(hub::Join {
+                    caller: self.caller(None),
+                    name,
+                    classic: false,
+                    grant,
+                });
+            }
+        }
+        for group in groups {
+            self.shared.hub.do_send(hub::Subscribe {
+                caller: self.caller(None),
+                group,
+                presence,
             });
         }
     }
@@ -554,20 +604,13 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let limits = self.shared.limits.clone();
-        if self.mode == Mode::Hub {
-            let outbox = Arc::new(Outbox::new(limits.max_queued));
-            outbox.bind_to_this_thread();
+        // The outbox exists since the handshake ([`Session::open`]); what the hub queued
+        // in it meanwhile is found at the first poll.
+        if let Some(outbox) = &self.outbox {
             ctx.add_stream(Wakes(outbox.clone()));
-            self.shared.hub.do_send(hub::Connect {
-                session: self.id,
-                outbox: outbox.clone(),
-            });
-            self.outbox = Some(outbox);
-            self.registered = true;
         }
         if self.mode == Mode::Echo {
-            ctx.run_interval(limits.heartbeat, |act, ctx| act.heartbeat(ctx));
+            ctx.run_interval(self.shared.limits.heartbeat, |act, ctx| act.heartbeat(ctx));
         }
     }
 

@@ -1,0 +1,184 @@
+//! What a client may ask for in the WebSocket handshake itself: join and subscribe in
+//! the upgrade request, so one round trip connects a client and makes it a member.
+//!
+//! `/ws?name=alice&subscribe=room1,stock.600519&presence=true` (the token in
+//! `Authorization: Bearer <jwt>`, or `&token=<jwt>` where headers cannot be set) does
+//! what `join` and one `subscribe` per group would do, and the client receives the same
+//! `joined` and `subscribed` replies (with no `id`), in that order, before anything else.
+//! It matters most to a mini-program that is backgrounded and reconnects often. Wire
+//! types only, as in [`crate::protocol`]; docs/PROTOCOL.md is the reference.
+
+use serde::Deserialize;
+
+use crate::protocol::{valid_group, valid_name, MAX_NAME_CHARS};
+
+/// The most groups one handshake may subscribe to: the URL is not the place for a long
+/// list, and a handshake that asks for more is refused before the upgrade.
+pub const MAX_OPENING_GROUPS: usize = 32;
+
+/// The handshake's query, parsed. Unknown keys are ignored (a cache-busting `t=...`, say),
+/// so that a client may add its own.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// Join under this name.
+    pub name: Option<String>,
+    /// The join token, when the hub has an auth secret.
+    pub token: Option<String>,
+    /// Subscribe to these groups, in this order, after the join.
+    pub groups: Vec<String>,
+    /// Ask for presence events in every group of `groups`.
+    pub presence: bool,
+}
+
+/// The query as it arrives: every value a string, so that a bad one gets our own message.
+#[derive(Deserialize)]
+struct Query {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    subscribe: Option<String>,
+    #[serde(default)]
+    presence: Option<String>,
+}
+
+impl Opening {
+    /// Parses a handshake's query string (without the `?`). An empty value counts as
+    /// absent, so a client may fill a template with nothing. The error is a sentence
+    /// for the HTTP 400 that refuses the handshake.
+    pub fn parse(query: &str) -> Result<Opening, String> {
+        let q: Query =
+            serde_urlencoded::from_str(query).map_err(|e| format!("bad handshake query: {e}"))?;
+        let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let presence = match given(q.presence).as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                return Err(format!(
+                    "bad handshake query: `presence` must be true or false, not `{other}`"
+                ))
+            }
+        };
+        let groups: Vec<String> = given(q.subscribe)
+            .iter()
+            .flat_map(|s| s.split(','))
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if groups.len() > MAX_OPENING_GROUPS {
+            return Err(format!(
+                "bad handshake query: at most {MAX_OPENING_GROUPS} groups in `subscribe`, not {}",
+                groups.len()
+            ));
+        }
+        // Names that break the rules are refused here rather than answered after the
+        // upgrade: such a URL is a bug in the client, and the handshake's failure shows
+        // in a browser's console. What depends on the hub's state (the token, the grant,
+        // being joined) is answered after the upgrade, as for the commands.
+        if let Some(bad) = groups.iter().find(|g| !valid_group(g)) {
+            return Err(format!(
+                "bad handshake query: `{bad}` is not a group name (1 to 64 of A-Z a-z 0-9 _ . : -)"
+            ));
+        }
+        let opening = Opening {
+            name: given(q.name),
+            token: given(q.token),
+            groups,
+            presence,
+        };
+        if let Some(name) = opening.name.as_deref().filter(|n| !valid_name(n)) {
+            return Err(format!(
+                "bad handshake query: `{name}` is not a user name (1 to {MAX_NAME_CHARS} characters, no control characters, no leading or trailing space)"
+            ));
+        }
+        if opening.token.is_some() && opening.name.is_none() {
+            return Err("bad handshake query: `token` needs `name`".into());
+        }
+        Ok(opening)
+    }
+
+    /// Whether the handshake asks for nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.groups.is_empty()
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value, if it is one.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_query_asks_for_nothing() {
+        let o = Opening::parse("").expect("empty query");
+        assert!(o.is_empty());
+        assert_eq!(o, Opening::default());
+        // Keys of the client's own are no reason to refuse it.
+        assert!(Opening::parse("t=1700000000&v=2")
+            .expect("own keys")
+            .is_empty());
+    }
+
+    #[test]
+    fn name_token_groups_and_presence() {
+        let o = Opening::parse(
+            "name=alice%20b&token=abc.def.ghi&subscribe=room1,stock.600519&presence=true",
+        )
+        .expect("a full opening");
+        assert_eq!(o.name.as_deref(), Some("alice b"));
+        assert_eq!(o.token.as_deref(), Some("abc.def.ghi"));
+        assert_eq!(o.groups, ["room1", "stock.600519"]);
+        assert!(o.presence);
+        // Unicode names arrive percent-encoded, as wx.connectSocket and browsers send them.
+        let o = Opening::parse("name=%E5%B0%8F%E6%98%8E").expect("a Chinese name");
+        assert_eq!(o.name.as_deref(), Some("小明"));
+    }
+
+    #[test]
+    fn empty_values_and_entries_count_as_absent() {
+        let o = Opening::parse("name=&subscribe=,room1,,&presence=").expect("empties");
+        assert_eq!(o.name, None);
+        assert_eq!(o.groups, ["room1"]);
+        assert!(!o.presence);
+        assert_eq!(Opening::parse("presence=0").map(|o| o.presence), Ok(false));
+        assert_eq!(Opening::parse("presence=1").map(|o| o.presence), Ok(true));
+    }
+
+    #[test]
+    fn bad_queries_are_refused_with_a_reason() {
+        let refused = |q: &str| Opening::parse(q).expect_err(q);
+        assert!(refused("presence=yes").contains("`presence`"));
+        assert!(refused("token=abc").contains("`token` needs `name`"));
+        assert!(refused("subscribe=room%201").contains("not a group name"));
+        assert!(refused("name=%20alice").contains("not a user name"));
+        assert!(refused(&format!("name={}", "a".repeat(65))).contains("not a user name"));
+        assert!(refused("name=a&name=b").contains("bad handshake query"));
+        let many = (0..=MAX_OPENING_GROUPS)
+            .map(|i| format!("g{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(refused(&format!("subscribe={many}")).contains("at most 32"));
+        let enough = (0..MAX_OPENING_GROUPS)
+            .map(|i| format!("g{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let o = Opening::parse(&format!("subscribe={enough}")).expect("32 groups");
+        assert_eq!(o.groups.len(), MAX_OPENING_GROUPS);
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic dXNlcg=="), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+}

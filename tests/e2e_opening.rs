@@ -1,0 +1,210 @@
+//! Join and subscribe in the handshake (`/ws?name=..&subscribe=..`), over a real port
+//! with a real client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const SECRET: &str = "test-secret";
+
+fn token(name: &str, groups: Option<Vec<&str>>) -> String {
+    wxhub::auth::mint(
+        SECRET,
+        name,
+        Duration::from_secs(600),
+        groups.map(|g| g.into_iter().map(String::from).collect()),
+    )
+    .unwrap()
+}
+
+fn with_auth() -> Config {
+    Config {
+        auth_secret: Some(SECRET.into()),
+        ..config()
+    }
+}
+
+/// The handshake's HTTP refusal: its status and body.
+async fn refused(url: &str) -> (u16, String) {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => (
+            response.status().as_u16(),
+            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        Err(e) => panic!("{url}: not an HTTP refusal: {e}"),
+        Ok(_) => panic!("{url}: the handshake was accepted"),
+    }
+}
+
+#[actix_web::test]
+async fn the_handshake_joins_and_subscribes_before_anything_else() {
+    let hub = TestHub::start(config());
+    let mut alice = Client::connect(
+        &hub.url("/ws?name=%E5%B0%8F%E6%98%8E&subscribe=room,stock.600519&presence=true&t=123"),
+    )
+    .await;
+    // Sent at once, before any reply came: it must find the session joined and a member.
+    alice
+        .send_json(json!({"type":"publish","group":"room","body":"first","id":1}))
+        .await;
+    let joined = alice.recv_json().await;
+    assert_eq!(
+        (&joined["type"], &joined["name"], joined.get("id")),
+        (&json!("joined"), &json!("小明"), None),
+        "{joined}"
+    );
+    assert!(joined["session"].as_u64().is_some(), "{joined}");
+    assert_eq!(
+        alice.recv_json().await,
+        json!({"type":"subscribed","group":"room","members":1})
+    );
+    // presence=true: its own arrival is announced to it, as for a `subscribe` frame.
+    assert_eq!(
+        alice.recv_json().await,
+        json!({"type":"presence","group":"room","event":"join","name":"小明"})
+    );
+    let stock = alice.recv_json().await;
+    assert_eq!(
+        (&stock["type"], &stock["group"]),
+        (&json!("subscribed"), &json!("stock.600519")),
+        "{stock}"
+    );
+    let m = alice.expect(|v| v["type"] == "message").await;
+    assert_eq!((&m["group"], &m["body"]), (&json!("room"), &json!("first")));
+    let ack = alice.expect(|v| v["type"] == "ack").await;
+    assert_eq!(ack, json!({"type":"ack","id":1,"delivered":1}));
+
+    // Another user reaches the handshake-joined one like any other.
+    let mut bob = hub.joined("bob").await;
+    let sub = bob
+        .request(json!({"type":"subscribe","group":"room"}))
+        .await;
+    assert_eq!(sub["members"], 2);
+    let p = alice.expect(|v| v["type"] == "presence").await;
+    assert_eq!(p["name"], "bob");
+    let ack = bob
+        .request(json!({"type":"direct","to":"小明","body":"hi","id":2}))
+        .await;
+    assert_eq!(ack["delivered"], 1);
+    let m = alice.expect(|v| v["kind"] == "direct").await;
+    assert_eq!((&m["from"], &m["body"]), (&json!("bob"), &json!("hi")));
+    // And its stock subscription is live: the ticker's quotes arrive.
+    alice
+        .expect(|v| v["type"] == "quote" && v["quote"]["symbol"] == "600519")
+        .await;
+    // A second `join` is refused: the handshake's was the session's one join.
+    let again = alice.request(json!({"type":"join","name":"other"})).await;
+    assert_eq!(again["code"], "already_joined");
+    hub.stop().await;
+}
+
+#[actix_web::test]
+async fn every_handshake_session_of_a_user_gets_its_direct_messages() {
+    let hub = TestHub::start(config());
+    let mut phone = Client::connect(&hub.url("/ws?name=carol")).await;
+    let mut laptop = Client::connect(&hub.url("/?name=carol")).await;
+    for c in [&mut phone, &mut laptop] {
+        assert_eq!(c.recv_json().await["type"], "joined");
+    }
+    let mut dave = hub.joined("dave").await;
+    let ack = dave
+        .request(json!({"type":"direct","to":"carol","body":1,"id":1}))
+        .await;
+    assert_eq!(ack["delivered"], 2);
+    for c in [&mut phone, &mut laptop] {
+        assert_eq!(c.recv_json().await["kind"], "direct");
+    }
+    // A query that asks for nothing changes nothing: the session is not joined.
+    let mut plain = Client::connect(&hub.url("/ws?t=1")).await;
+    let e = plain.request(json!({"type":"broadcast","body":0})).await;
+    assert_eq!(e["code"], "not_joined");
+    // Without a name, a stock group still subscribes and another group answers as the
+    // command would.
+    let mut page = Client::connect(&hub.url("/ws?subscribe=room,stock")).await;
+    assert_eq!(page.recv_json().await["code"], "not_joined");
+    assert_eq!(page.recv_json().await["group"], "stock");
+    hub.stop().await;
+}
+
+#[actix_web::test]
+async fn a_malformed_handshake_query_is_refused_with_the_reason() {
+    let hub = TestHub::start(config());
+    for (query, reason) in [
+        ("subscribe=bad%20group", "not a group name"),
+        ("name=%20padded", "not a user name"),
+        ("presence=maybe", "`presence`"),
+        ("token=abc", "`token` needs `name`"),
+        ("name=a&name=b", "duplicate field"),
+    ] {
+        let (status, body) = refused(&hub.url(&format!("/ws?{query}"))).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(reason), "{query}: {body}");
+    }
+    let many = (0..33).map(|i| format!("g{i}")).collect::<Vec<_>>();
+    let (status, body) = refused(&hub.url(&format!("/ws?subscribe={}", many.join(",")))).await;
+    assert_eq!((status, body.contains("at most 32")), (400, true), "{body}");
+    // None of them reached the hub, and it serves on.
+    let s = hub.stats().await;
+    assert_eq!(s.sessions, 0, "{s:?}");
+    let mut ok = Client::connect(&hub.url("/ws?name=erin")).await;
+    assert_eq!(ok.recv_json().await["type"], "joined");
+    hub.stop().await;
+}
+
+#[actix_web::test]
+async fn handshake_tokens_come_in_the_query_or_a_bearer_header() {
+    let hub = TestHub::start(with_auth());
+    let t = token("alice", Some(vec!["room"]));
+    let mut q =
+        Client::connect(&hub.url(&format!("/ws?name=alice&token={t}&subscribe=room"))).await;
+    assert_eq!(q.recv_json().await["type"], "joined");
+    assert_eq!(q.recv_json().await["type"], "subscribed");
+
+    // wx.connectSocket can set headers: the token then stays out of the URL.
+    let mut req = hub
+        .url("/ws?name=alice&subscribe=lobby")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+    );
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut h = Client { ws };
+    assert_eq!(h.recv_json().await["type"], "joined");
+    // The token's `groups` claim holds for handshake subscriptions too.
+    assert_eq!(h.recv_json().await["code"], "forbidden");
+
+    // A bad token is answered after the upgrade, as a `join` would be: the session stays
+    // open, unjoined, and may join with a frame.
+    let mut bad = Client::connect(&hub.url("/ws?name=bob&token=garbage&subscribe=room")).await;
+    assert_eq!(bad.recv_json().await["code"], "unauthorized");
+    assert_eq!(bad.recv_json().await["code"], "not_joined");
+    let joined = bad
+        .request(json!({"type":"join","name":"bob","token":token("bob", None),"id":1}))
+        .await;
+    assert_eq!(
+        (&joined["type"], &joined["id"]),
+        (&json!("joined"), &json!(1))
+    );
+    // Without any token, on a hub that needs one.
+    let mut none = Client::connect(&hub.url("/ws?name=carol")).await;
+    assert_eq!(none.recv_json().await["code"], "unauthorized");
+    // The handshake's failure counts as one of the three a connection may make.
+    for _ in 0..2 {
+        let e = none
+            .request(json!({"type":"join","name":"carol","token":"garbage"}))
+            .await;
+        assert_eq!(e["code"], "unauthorized");
+    }
+    assert_eq!(none.expect_close().await, Some(1008));
+    hub.stop().await;
+}
