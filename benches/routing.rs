@@ -31,6 +31,10 @@
 //!   task directly (an `AtomicWaker`, what [`Wakes`] does), each to 10,000 tasks on the
 //!   other thread.
 //!
+//! The summary also times one member's arrival in and departure from a group of 1k, 10k
+//! and 15k members (join, subscribe, the presence look-up, disconnect): it must not grow
+//! with the group when nobody watches presence.
+//!
 //! Throughput is reported in elements (deliveries): ns per delivery = 1e9 / elem/s.
 
 use std::alloc::{GlobalAlloc, Layout, System as SystemAlloc};
@@ -498,6 +502,34 @@ fn time_flags(flags: &[Arc<Flag>], arbiter: &ArbiterHandle, reps: u64) -> (Durat
     )
 }
 
+/// One member's arrival in and departure from `GROUP` as the hub's handlers do them:
+/// connect, join, subscribe (no presence), the presence announcement's look for the
+/// group's watchers (there are none), and disconnect. It must not grow with the group.
+fn time_membership(pool: &mut Pool, outbox: &Arc<Outbox>, reps: u64) -> (Duration, u64, u64) {
+    let id = SessionId::MAX;
+    repeat(
+        reps,
+        |_| {},
+        || {
+            pool.connect(id, outbox.clone());
+            pool.join(id, "newcomer", Grant::all()).expect("join");
+            let (change, _) = pool.subscribe(id, GROUP, false).expect("subscribe");
+            let watchers = pool
+                .group(&change.group)
+                .map_or(0, |g| g.watchers().count());
+            watchers + pool.disconnect(id).len()
+        },
+    )
+}
+
+fn membership_line(n: usize, reps: u64, (t, a, _): (Duration, u64, u64)) {
+    println!(
+        "routing: membership in a group of {n:>6}: {:>8.0} ns per arrival and departure; {:.1} allocations",
+        t.as_secs_f64() * 1e9 / reps as f64,
+        a as f64 / reps as f64
+    );
+}
+
 fn line(what: &str, n: usize, reps: u64, (t, a, b): (Duration, u64, u64)) {
     let per_pub = t.as_secs_f64() / reps as f64;
     println!(
@@ -607,6 +639,16 @@ fn main() {
             r.n,
             reps,
             time_queued(&r.held_pool, &r.held, reps),
+        );
+    }
+    for r in &rigs {
+        let mut members = pool(&r.held);
+        let newcomer = &r.held[0];
+        time_membership(&mut members, newcomer, 100);
+        membership_line(
+            r.n,
+            reps * 50,
+            time_membership(&mut members, newcomer, reps * 50),
         );
     }
     line(

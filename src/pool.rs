@@ -33,17 +33,16 @@ pub struct Entry {
 /// One group: its member sessions, and how many sessions each user has in it.
 #[derive(Default)]
 pub struct Group {
-    /// Member sessions and whether each asked for presence events.
-    members: HashMap<SessionId, Member>,
+    /// Member sessions.
+    members: HashMap<SessionId, Arc<Outbox>>,
+    /// The members that asked for presence events, apart: an arrival or a departure is
+    /// announced to them without a look at every member, so that it costs O(watchers),
+    /// nothing at all in a group nobody watches, and not O(members).
+    watchers: HashMap<SessionId, Arc<Outbox>>,
     /// Sessions per user in this group: presence fires on 0 -> 1 and 1 -> 0.
     users: HashMap<Arc<str>, u32>,
     /// Members that never joined (stock subscribers); each counts as one member.
     anonymous: usize,
-}
-
-struct Member {
-    outbox: Arc<Outbox>,
-    presence: bool,
 }
 
 impl Group {
@@ -54,15 +53,12 @@ impl Group {
 
     /// Every member session's outbox.
     pub fn outboxes(&self) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
-        self.members.iter().map(|(id, m)| (*id, &m.outbox))
+        self.members.iter().map(|(id, o)| (*id, o))
     }
 
     /// The outboxes of members that asked for presence events.
     pub fn watchers(&self) -> impl Iterator<Item = (SessionId, &Arc<Outbox>)> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.presence)
-            .map(|(id, m)| (*id, &m.outbox))
+        self.watchers.iter().map(|(id, o)| (*id, o))
     }
 
     /// Names of the users in the group, sorted; at most `max`.
@@ -285,8 +281,12 @@ impl Pool {
             return Err(forbidden(group));
         }
         if let Some(g) = self.groups.get_mut(group) {
-            if let Some(member) = g.members.get_mut(&id) {
-                member.presence = presence;
+            if let Some(outbox) = g.members.get(&id) {
+                if presence {
+                    g.watchers.insert(id, outbox.clone());
+                } else {
+                    g.watchers.remove(&id);
+                }
                 let key = entry.groups.iter().find(|k| &***k == group);
                 let change = GroupChange {
                     group: key.cloned().unwrap_or_else(|| Arc::from(group)),
@@ -308,13 +308,10 @@ impl Pool {
             None => Arc::from(group),
         };
         let g = self.groups.entry(key.clone()).or_default();
-        g.members.insert(
-            id,
-            Member {
-                outbox: entry.outbox.clone(),
-                presence,
-            },
-        );
+        g.members.insert(id, entry.outbox.clone());
+        if presence {
+            g.watchers.insert(id, entry.outbox.clone());
+        }
         entry.groups.push(key.clone());
         let presence = match &entry.name {
             Some(name) => {
@@ -354,6 +351,7 @@ impl Pool {
         let key = self.groups.get_key_value(group)?.0.clone();
         let g = self.groups.get_mut(group)?;
         g.members.remove(&id)?;
+        g.watchers.remove(&id);
         let presence = match name {
             Some(name) => match g.users.get_mut(name) {
                 Some(n) if *n > 1 => {

@@ -99,6 +99,14 @@ impl Client {
         self.next().await
     }
 
+    async fn unsubscribe(&self, group: &str) -> Value {
+        self.hub.do_send(Unsubscribe {
+            caller: self.caller(None),
+            group: group.into(),
+        });
+        self.next().await
+    }
+
     fn publish(&self, group: &str, payload: Value) {
         self.hub.do_send(Publish {
             caller: self.caller(Some(1)),
@@ -396,6 +404,39 @@ async fn presence_is_opt_in_and_fires_on_first_and_last_session() {
         json!({"type":"presence","group":"room","event":"leave","name":"bob"})
     );
     assert!(quiet.take().await.is_empty(), "presence is opt-in");
+}
+
+#[actix::test]
+async fn presence_follows_the_latest_subscribe_and_ends_with_the_membership() {
+    let hub = hub();
+    let a = client(&hub, 1).await;
+    let b = client(&hub, 2).await;
+    let c = client(&hub, 3).await;
+    a.join("a").await;
+    b.join("b").await;
+    c.join("c").await;
+    a.subscribe("room", true).await;
+    b.subscribe("room", false).await;
+    assert_eq!(a.take().await.len(), 2, "a hears itself and b arrive");
+    // Subscribing again switches presence off for a and on for b.
+    a.subscribe("room", false).await;
+    b.subscribe("room", true).await;
+    assert!(a.take().await.is_empty() && b.take().await.is_empty());
+    c.subscribe("room", false).await;
+    assert!(a.take().await.is_empty(), "a switched presence off");
+    assert_eq!(b.one().await["name"], "c");
+    // A watcher that leaves the group hears nothing more of it; one that comes back
+    // without presence neither.
+    b.unsubscribe("room").await;
+    assert!(b.take().await.is_empty());
+    c.disconnect();
+    settle(&hub).await;
+    assert!(b.take().await.is_empty(), "b left the room");
+    b.subscribe("room", false).await;
+    let d = client(&hub, 4).await;
+    d.join("d").await;
+    d.subscribe("room", false).await;
+    assert!(b.take().await.is_empty(), "b came back without presence");
 }
 
 #[actix::test]
