@@ -66,6 +66,7 @@ run() {
 }
 
 run idle            idle     --clients "$n" --burst 5 --hold-s 0.5 "${common[@]}"
+run idle-handshake  idle     --clients "$n" --burst 5 --hold-s 0.5 --group bench --join-in-handshake "${common[@]}"
 run fanout-saturate fanout   --clients "$n" --inflight 16 "${common[@]}"
 run fanout-rate     fanout   --clients "$n" --rate 100 "${common[@]}"
 run direct          direct   --clients "$((n / 2 > 0 ? n / 2 : 1))" --window 2 "${common[@]}"

@@ -7,6 +7,7 @@
 #   REPS=2 PEERS="wxhub ws socketio" TESTS="idle10k sat1k sat10k rate1k rate10k" \
 #     OUT=/tmp/wsbench-results WORK=/tmp/wxhub-peers bench/peers/run-matrix.sh
 #   PEERS="wxhub-bare ws" TESTS=idle10k OUT=/tmp/wsbench-bare bench/peers/run-matrix.sh  (bare connects)
+#   PEERS="wxhub wxhub-url wxhub-bare ws" TESTS="idle10k loaded10k" OUT=/tmp/wsbench-connect bench/peers/run-matrix.sh
 # It copies this folder to $WORK, runs `npm ci` and builds wsbench there (the repository
 # stays clean), then prints the summary tables (summarize.py).
 set -euo pipefail
@@ -27,20 +28,29 @@ B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
 export PEERS_DIR="$WORK"
 
 peer_flags() {
+  QS=''
   case "$1" in
     wxhub)    PF=(--on-open '{"type":"join","name":"u{i}"}' --on-open '{"type":"subscribe","group":"bench"}'
                   --await-reply --publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
     # The same hub with clients that only connect, as the ws hub's do (idle tests only:
     # its clients are in no group).
     wxhub-bare) PF=(--publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
+    # The same hub with clients that join and subscribe in the handshake (one round trip:
+    # ready once `subscribed` has arrived), and the same publisher.
+    wxhub-url) QS='?name=u{i}&subscribe=bench'
+               PF=(--ready-prefix '{"type":"subscribed"' --publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
     ws)       PF=(--publish 't={ts}') ;;
     socketio) PF=(--on-open 40 --ready-prefix 40 --reply 2=3 --publish '42["pub","t={ts}"]') ;;
   esac
 }
 COMMON=(--threads 1 --source-ips 127.0.0.2-127.0.0.9 --connect-timeout-s 120 --max-s 900)
 test_flags() {
+  HOLDERS=0
   case "$1" in
     idle10k) TF=(idle --clients 10000 --hold-s 10) ;;
+    # The connect rate with 10,000 already connected: a first wsbench connects 10,000
+    # holders (same flags) and keeps them; the measured one connects 5,000 more.
+    loaded10k) TF=(idle --clients 5000 --hold-s 2); HOLDERS=10000 ;;
     idle15k) TF=(idle --clients 15000 --hold-s 10) ;;
     sat1k)   TF=(fanout --clients 1000 --inflight 64 --warmup-s 2 --duration-s 10 --lost-after-s 30) ;;
     sat10k)  TF=(fanout --clients 10000 --inflight 64 --warmup-s 2 --duration-s 10 --lost-after-s 30) ;;
@@ -56,12 +66,23 @@ for rep in $(seq 1 "$REPS"); do
       peer_flags "$p"; test_flags "$t"
       read -r pid _port url < <("$here/start.sh" "$p")
       f="$OUT/$p.$t.$rep.txt"
-      cmd=("$B" "${TF[@]}" --url "$url" --pid "$pid" "${PF[@]}" "${COMMON[@]}" --label "$p.$t.$rep")
+      cmd=("$B" "${TF[@]}" --url "$url$QS" --pid "$pid" "${PF[@]}" "${COMMON[@]}" --label "$p.$t.$rep")
+      hold_pid=""
+      if [ "$HOLDERS" -gt 0 ]; then
+        # The measured clients get other names ({i} restarts at 0 in each wsbench).
+        cmd=("${cmd[@]//u\{i\}/m\{i\}}")
+        h="$OUT/holders.$p.$t.$rep.log"
+        "$B" idle --clients "$HOLDERS" --hold-s 900 --url "$url$QS" "${PF[@]}" "${COMMON[@]}" --label "holders" > "$h" 2>&1 &
+        hold_pid=$!
+        for _ in $(seq 1 600); do grep -q '^idle:' "$h" && break; sleep 0.2; done
+        grep '^idle:' "$h" | sed 's/^/   holders: /' || echo "   holders not ready: see $h"
+      fi
       { echo "# top before the run:"; top -bn1 | sed -n '1,3p;7,12p' | sed 's/^/# /'; } > "$f"
       printf '%q ' "${cmd[@]}" >> "$f"; echo >> "$f"
       echo "== $(date +%T) $p $t rep $rep (load $(cut -d' ' -f1-3 /proc/loadavg))"
       timeout 960 "${cmd[@]}" >> "$f" 2>&1 || echo "wsbench exit $? for $p $t $rep" | tee -a "$f"
       grep -E '^(idle|fanout|inflight|rate|latency|hub|held|errors)' "$f" | sed 's/^/   /' || true
+      [ -z "$hold_pid" ] || { kill "$hold_pid" 2>/dev/null || true; wait "$hold_pid" 2>/dev/null || true; }
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
       sleep 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start one hub on 127.0.0.1 in the background and print "PID PORT URL".
-#   start.sh wxhub|wxhub-bare|ws|socketio
-# wxhub:    this project's hub (wxhub-bare: the same hub, for clients that only connect); WXHUB_BIN (default target/release/wxhub), on 127.0.0.1:8083,
+#   start.sh wxhub|wxhub-bare|wxhub-url|ws|socketio
+# wxhub:    this project's hub (wxhub-bare, wxhub-url: the same hub, for clients that only
+#           connect, or that join and subscribe in the handshake's query); WXHUB_BIN (default target/release/wxhub), on 127.0.0.1:8083,
 #           with the per-session rate limit lifted (the load generator's publisher sends
 #           thousands of commands per second; wxhub refuses past 50/s by default).
 # ws:       ws-hub.js (npm ws) on 127.0.0.1:8081.
@@ -13,12 +14,12 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 peers="${PEERS_DIR:-$here}"
-peer="${1:?usage: start.sh wxhub|wxhub-bare|ws|socketio}"
+peer="${1:?usage: start.sh wxhub|wxhub-bare|wxhub-url|ws|socketio}"
 logdir="${PEER_LOG_DIR:-/tmp/peer-logs}"
 mkdir -p "$logdir"
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 case "$peer" in
-  wxhub|wxhub-bare)
+  wxhub|wxhub-bare|wxhub-url)
     bin="${WXHUB_BIN:-target/release/wxhub}"
     [ -x "$bin" ] || { echo "no wxhub binary at $bin (cargo build --release)" >&2; exit 1; }
     port=8083; url="ws://127.0.0.1:8083/ws"

@@ -141,6 +141,13 @@ pub struct IdleArgs {
     /// (default: two thirds of --clients).
     #[arg(long)]
     pub tail_from: Option<usize>,
+    /// Each client also subscribes to this group (one more reply to wait for).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Join (and subscribe) in the handshake's query (`/ws?name=..&subscribe=..`) rather
+    /// than with frames after it: one round trip instead of two.
+    #[arg(long)]
+    pub join_in_handshake: bool,
 }
 
 #[derive(Args, Debug, Clone)]

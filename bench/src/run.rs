@@ -16,7 +16,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use crate::proto;
 use crate::sys::{self, CpuMark, CpuUse};
 use crate::ws::{self, Frame, Reader, Target, Writer, OP_PONG, OP_TEXT};
-use crate::{Common, Scenario};
+use crate::{Common, IdleArgs, Scenario};
 
 /// Where the clients are in the run; each client task watches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,24 +297,58 @@ fn epoch_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Connects client `i`, sends its setup commands at once and waits for each expected
-/// reply type in order.
-async fn open_client(
-    run: &Run,
-    i: usize,
-    setup: &[(String, &'static str)],
-) -> Result<(Reader, Writer), String> {
+/// What a client does before it counts as ready: the handshake's query (`name=..`, or
+/// empty), the frames it then sends at once, and the reply types it waits for, in order.
+#[derive(Default)]
+struct Setup {
+    query: String,
+    frames: Vec<String>,
+    awaits: Vec<&'static str>,
+}
+
+impl Setup {
+    /// Joins (and subscribes) in the handshake's query, as wxhub allows, and waits for the
+    /// replies that brings: one round trip instead of two.
+    fn in_handshake(name: &str, group: Option<&str>) -> Setup {
+        let mut s = Setup {
+            query: format!("name={name}"),
+            awaits: vec!["joined"],
+            ..Setup::default()
+        };
+        if let Some(g) = group {
+            s.query += &format!("&subscribe={g}");
+            s.awaits.push("subscribed");
+        }
+        s
+    }
+}
+
+/// Commands sent after the handshake, each with the reply type to wait for.
+impl From<Vec<(String, &'static str)>> for Setup {
+    fn from(steps: Vec<(String, &'static str)>) -> Setup {
+        let (frames, awaits) = steps.into_iter().unzip();
+        Setup {
+            query: String::new(),
+            frames,
+            awaits,
+        }
+    }
+}
+
+/// Connects client `i`, sends its setup frames at once and waits for each expected reply
+/// type in order.
+async fn open_client(run: &Run, i: usize, setup: &Setup) -> Result<(Reader, Writer), String> {
     let src = (!run.sources.is_empty()).then(|| run.sources[i % run.sources.len()]);
     let seed =
         (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ run.t0.elapsed().as_nanos() as u64;
-    let (mut r, mut w) = ws::connect(&run.target, src, run.common.read_buf, seed)
+    let (mut r, mut w) = ws::connect(&run.target, &setup.query, src, run.common.read_buf, seed)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    for (cmd, _) in setup {
-        w.push(OP_TEXT, cmd.as_bytes());
+    for frame in &setup.frames {
+        w.push(OP_TEXT, frame.as_bytes());
     }
     w.flush().await.map_err(|e| format!("send: {e}"))?;
-    for (_, expect) in setup {
+    for expect in &setup.awaits {
         'wait: loop {
             while let Some(f) = r.next_buffered().map_err(|e| format!("read: {e}"))? {
                 match f {
@@ -506,7 +540,7 @@ pub struct Connected {
     pub tail_rate: Option<f64>,
 }
 
-type SetupFn = dyn Fn(usize) -> Vec<(String, &'static str)> + Send + Sync;
+type SetupFn = dyn Fn(usize) -> Setup + Send + Sync;
 type RoleFn = dyn Fn(usize) -> Role + Send + Sync;
 
 /// Opens `n` clients with bounded concurrency; each runs `client_task` once ready.
@@ -953,7 +987,7 @@ impl Report {
 
 pub async fn run(run: Arc<Run>, scenario: Scenario) -> Report {
     match scenario {
-        Scenario::Idle(a) => idle(run, a.burst, a.hold_s, a.tail_from).await,
+        Scenario::Idle(a) => idle(run, &a).await,
         Scenario::Fanout(a) => fanout(run, a.inflight, a.rate, a.group, a.lost_after_s).await,
         Scenario::Direct(a) => direct(run, a.window, a.rate).await,
         Scenario::Chatroom(a) => chatroom(run, a.rate, a.group).await,
@@ -967,17 +1001,31 @@ fn tag() -> String {
     format!("b{}", std::process::id())
 }
 
-async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>) -> Report {
+async fn idle(run: Arc<Run>, a: &IdleArgs) -> Report {
+    let (burst, hold_s, tail_from) = (a.burst, a.hold_s, a.tail_from);
     let mut rep = Report::default();
     let n = run.common.clients;
     let tag = tag();
     let rss0 = run.rss();
     let slab0 = sys::slab_kib();
-    let t = tag.clone();
+    let (t, group, in_handshake) = (tag.clone(), a.group.clone(), a.join_in_handshake);
+    rep.put("join_in_handshake", in_handshake);
+    rep.put("group", group.clone());
     let conn = connect_all(
         &run,
         n,
-        Arc::new(move |i| vec![(proto::join(&format!("{t}i{i}")), "joined")]),
+        Arc::new(move |i| {
+            let name = format!("{t}i{i}");
+            if in_handshake {
+                Setup::in_handshake(&name, group.as_deref())
+            } else {
+                let mut steps = vec![(proto::join(&name), "joined")];
+                if let Some(g) = &group {
+                    steps.push((proto::subscribe(g), "subscribed"));
+                }
+                steps.into()
+            }
+        }),
         Arc::new(|_| Role::Holder),
         Some(tail_from.unwrap_or(n * 2 / 3)),
     )
@@ -1024,7 +1072,8 @@ async fn idle(run: Arc<Run>, burst: usize, hold_s: f64, tail_from: Option<usize>
     rep.put("burst", burst);
     if burst > 0 && conn.ready > 0 {
         let t0 = Instant::now();
-        match open_client(&run, n, &[(proto::join(&format!("{tag}burst")), "joined")]).await {
+        let setup = vec![(proto::join(&format!("{tag}burst")), "joined")].into();
+        match open_client(&run, n, &setup).await {
             Ok((r, mut w)) => {
                 let _ = run.phase.send(Phase::Go);
                 let mut out = String::new();
@@ -1121,18 +1170,24 @@ async fn fanout(
             (proto::join(&format!("{t}s{i}")), "joined"),
             (proto::subscribe(&g), "subscribed"),
         ]
+        .into()
     });
     let Some(conn) = connect(&run, &mut rep, n, setup, Arc::new(|_| Role::Subscriber)).await else {
         return rep;
     };
-    let (mut r, mut w) =
-        match open_client(&run, n, &[(proto::join(&format!("{tag}pub")), "joined")]).await {
-            Ok(c) => c,
-            Err(e) => {
-                rep.fatal(format!("publisher: {e}"));
-                return rep;
-            }
-        };
+    let (mut r, mut w) = match open_client(
+        &run,
+        n,
+        &vec![(proto::join(&format!("{tag}pub")), "joined")].into(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            rep.fatal(format!("publisher: {e}"));
+            return rep;
+        }
+    };
     let rss1 = settled_rss(&run, false).await;
     rep.put("rss_before_kib", rss0);
     rep.put("rss_connected_kib", rss1);
@@ -1370,7 +1425,7 @@ async fn direct(run: Arc<Run>, window_k: usize, rate: Option<f64>) -> Report {
     let t = tag.clone();
     let t2 = tag.clone();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let setup = Arc::new(move |i| vec![(proto::join(&name(&t, i)), "joined")]);
+    let setup = Arc::new(move |i| vec![(proto::join(&name(&t, i)), "joined")].into());
     let role = Arc::new(move |i| Role::Direct {
         partner: name(&t2, i ^ 1),
         window: window_k,
@@ -1443,6 +1498,7 @@ async fn chatroom(run: Arc<Run>, rate: f64, group: String) -> Report {
             (proto::join(&format!("{t}c{i}")), "joined"),
             (proto::subscribe(&g), "subscribed"),
         ]
+        .into()
     });
     let role = Arc::new(move |_| Role::Chatter {
         group: g2.clone(),
@@ -1508,7 +1564,7 @@ async fn ticker(run: Arc<Run>, tick_ms: u64, group: String, join: bool) -> Repor
             v.push((proto::join(&format!("{t}t{i}")), "joined"));
         }
         v.push((proto::subscribe(&g), "subscribed"));
-        v
+        v.into()
     });
     let Some(conn) = connect(&run, &mut rep, n, setup, Arc::new(|_| Role::Tick)).await else {
         return rep;

@@ -266,9 +266,11 @@ pub struct Target {
     pub path: String,
 }
 
-/// Opens a TCP connection (from `source` if given) and performs the opening handshake.
+/// Opens a TCP connection (from `source` if given) and performs the opening handshake,
+/// with `query` (`k=v&..`, or empty) added to the target's path.
 pub async fn connect(
     target: &Target,
+    query: &str,
     source: Option<Ipv4Addr>,
     read_buf: usize,
     seed: u64,
@@ -303,8 +305,13 @@ pub async fn connect(
         rng ^= rng << 17;
         chunk.copy_from_slice(&rng.to_ne_bytes());
     }
+    let sep = match (query.is_empty(), target.path.contains('?')) {
+        (true, _) => "",
+        (false, true) => "&",
+        (false, false) => "?",
+    };
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {}{sep}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
         target.path,
         target.host,
