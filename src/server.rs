@@ -2,10 +2,10 @@
 //!
 //! `GET /ws` is the WebSocket endpoint; `GET /` is too when the request is a WebSocket
 //! handshake (classic clients connect with no path) and serves the demo page otherwise;
-//! `GET /healthz` answers 200; `GET /echo` (test-only, `--echo-route`) echoes. Origins
-//! and the connection limit are checked before the upgrade, and so is the handshake's
-//! query (join and subscribe in the handshake, [`crate::opening`]). The page is compiled into
-//! the binary, so the working directory does not matter.
+//! `GET /healthz` answers 200; `GET /echo` (test-only, `--echo-route`) echoes. The
+//! handshake's query (a join and subscriptions, [`crate::opening`]), origins and the
+//! connection limit are checked before the upgrade. The page is compiled into the
+//! binary, so the working directory does not matter.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -261,7 +261,8 @@ fn upgrade(
     state: &AppState,
     mode: Mode,
 ) -> actix_web::Result<HttpResponse> {
-    let (opening, slot) = match opening(&req, mode).and_then(|o| Ok((o, admit(&req, state)?))) {
+    let admitted = opening(&req, mode).and_then(|o| admit(&req, state).map(|slot| (o, slot)));
+    let (opening, slot) = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => return Ok(refusal.response()),
     };

@@ -11,25 +11,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const SECRET: &str = "test-secret";
-
-fn token(name: &str, groups: Option<Vec<&str>>) -> String {
-    wxhub::auth::mint(
-        SECRET,
-        name,
-        Duration::from_secs(600),
-        groups.map(|g| g.into_iter().map(String::from).collect()),
-    )
-    .unwrap()
-}
-
-fn with_auth() -> Config {
-    Config {
-        auth_secret: Some(SECRET.into()),
-        ..config()
-    }
-}
-
 #[actix_web::test]
 async fn tokens_are_checked_on_join() {
     let hub = TestHub::start(with_auth());

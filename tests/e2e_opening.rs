@@ -3,31 +3,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-
-const SECRET: &str = "test-secret";
-
-fn token(name: &str, groups: Option<Vec<&str>>) -> String {
-    wxhub::auth::mint(
-        SECRET,
-        name,
-        Duration::from_secs(600),
-        groups.map(|g| g.into_iter().map(String::from).collect()),
-    )
-    .unwrap()
-}
-
-fn with_auth() -> Config {
-    Config {
-        auth_secret: Some(SECRET.into()),
-        ..config()
-    }
-}
 
 /// The handshake's HTTP refusal: its status and body.
 async fn refused(url: &str) -> (u16, String) {

@@ -95,6 +95,28 @@ pub fn config() -> Config {
     }
 }
 
+/// The auth secret of [`with_auth`] hubs.
+pub const SECRET: &str = "test-secret";
+
+/// A join token for `name` from [`SECRET`], valid for ten minutes.
+pub fn token(name: &str, groups: Option<Vec<&str>>) -> String {
+    wxhub::auth::mint(
+        SECRET,
+        name,
+        Duration::from_secs(600),
+        groups.map(|g| g.into_iter().map(String::from).collect()),
+    )
+    .unwrap()
+}
+
+/// [`config`] with joins that need a token.
+pub fn with_auth() -> Config {
+    Config {
+        auth_secret: Some(SECRET.into()),
+        ..config()
+    }
+}
+
 /// A real WebSocket client (tokio-tungstenite).
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
