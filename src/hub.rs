@@ -288,6 +288,14 @@ impl Handler<Shutdown> for Hub {
     }
 }
 
+impl Handler<Relay> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Relay, _: &mut Context<Self>) {
+        self.send_to(msg.session, &msg.frame);
+        self.drop_unreachable();
+    }
+}
+
 impl Handler<Disconnect> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {

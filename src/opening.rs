@@ -4,7 +4,8 @@
 //! `/ws?name=alice&subscribe=room1,stock.600519&presence=true` (the token in
 //! `Authorization: Bearer <jwt>`, or `&token=<jwt>` where headers cannot be set) does
 //! what `join` and one `subscribe` per group would do, and the client receives the same
-//! `joined` and `subscribed` replies (with no `id`), in that order, before anything else.
+//! `joined` and `subscribed` replies (with no `id`), in that order, before the replies to
+//! anything it sends.
 //! It matters most to a mini-program that is backgrounded and reconnects often. Wire
 //! types only, as in [`crate::protocol`]; docs/PROTOCOL.md is the reference.
 
@@ -56,29 +57,27 @@ impl Opening {
             Some("true" | "1") => true,
             Some(other) => {
                 return Err(format!(
-                    "bad handshake query: `presence` must be true or false, not `{other}`"
+                    "bad handshake query: `presence` must be true or false, not {}",
+                    shown(other)
                 ))
             }
         };
-        let groups: Vec<String> = given(q.subscribe)
-            .iter()
-            .flat_map(|s| s.split(','))
-            .filter(|g| !g.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if groups.len() > MAX_OPENING_GROUPS {
+        let subscribe = given(q.subscribe).unwrap_or_default();
+        let listed = subscribe.split(',').filter(|g| !g.is_empty());
+        if listed.clone().count() > MAX_OPENING_GROUPS {
             return Err(format!(
-                "bad handshake query: at most {MAX_OPENING_GROUPS} groups in `subscribe`, not {}",
-                groups.len()
+                "bad handshake query: at most {MAX_OPENING_GROUPS} groups in `subscribe`"
             ));
         }
+        let groups: Vec<String> = listed.map(str::to_owned).collect();
         // Names that break the rules are refused here rather than answered after the
         // upgrade: such a URL is a bug in the client, and the handshake's failure shows
         // in a browser's console. What depends on the hub's state (the token, the grant,
         // being joined) is answered after the upgrade, as for the commands.
         if let Some(bad) = groups.iter().find(|g| !valid_group(g)) {
             return Err(format!(
-                "bad handshake query: `{bad}` is not a group name (1 to 64 of A-Z a-z 0-9 _ . : -)"
+                "bad handshake query: {} is not a group name (1 to 64 of A-Z a-z 0-9 _ . : -)",
+                shown(bad)
             ));
         }
         let opening = Opening {
@@ -89,7 +88,8 @@ impl Opening {
         };
         if let Some(name) = opening.name.as_deref().filter(|n| !valid_name(n)) {
             return Err(format!(
-                "bad handshake query: `{name}` is not a user name (1 to {MAX_NAME_CHARS} characters, no control characters, no leading or trailing space)"
+                "bad handshake query: {} is not a user name (1 to {MAX_NAME_CHARS} characters, no control characters, no leading or trailing space)",
+                shown(name)
             ));
         }
         if opening.token.is_some() && opening.name.is_none() {
@@ -97,10 +97,17 @@ impl Opening {
         }
         Ok(opening)
     }
+}
 
-    /// Whether the handshake asks for nothing.
-    pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.groups.is_empty()
+/// A client's value in an error message: quoted and escaped, and cut short, so that the
+/// refusal never carries more than a few dozen characters of it back, verbatim or not.
+fn shown(value: &str) -> String {
+    const SHOWN_CHARS: usize = 40;
+    let cut: String = value.chars().take(SHOWN_CHARS).collect();
+    if cut.len() < value.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
     }
 }
 
@@ -117,13 +124,9 @@ mod tests {
 
     #[test]
     fn no_query_asks_for_nothing() {
-        let o = Opening::parse("").expect("empty query");
-        assert!(o.is_empty());
-        assert_eq!(o, Opening::default());
+        assert_eq!(Opening::parse(""), Ok(Opening::default()));
         // Keys of the client's own are no reason to refuse it.
-        assert!(Opening::parse("t=1700000000&v=2")
-            .expect("own keys")
-            .is_empty());
+        assert_eq!(Opening::parse("t=1700000000&v=2"), Ok(Opening::default()));
     }
 
     #[test]
@@ -155,6 +158,14 @@ mod tests {
     fn bad_queries_are_refused_with_a_reason() {
         let refused = |q: &str| Opening::parse(q).expect_err(q);
         assert!(refused("presence=yes").contains("`presence`"));
+        // What the client sent comes back escaped and cut short.
+        let e = refused("subscribe=%3Cscript%3Ealert(1)%3C/script%3E");
+        assert!(e.contains(r#""<script>alert(1)</script>""#), "{e}");
+        let e = refused(&format!("name=%0A{}", "x".repeat(100)));
+        assert!(
+            e.contains(r#""\nxxx"#) && e.contains("...") && e.len() < 200,
+            "{e}"
+        );
         assert!(refused("token=abc").contains("`token` needs `name`"));
         assert!(refused("subscribe=room%201").contains("not a group name"));
         assert!(refused("name=%20alice").contains("not a user name"));

@@ -209,7 +209,11 @@ enum Refusal {
 impl Refusal {
     fn response(self) -> HttpResponse {
         match self {
-            Refusal::Query(why) => HttpResponse::BadRequest().body(why + "\n"),
+            // The reason quotes the client's query, so it must never be taken for a page.
+            Refusal::Query(why) => HttpResponse::BadRequest()
+                .content_type("text/plain; charset=utf-8")
+                .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .body(why + "\n"),
             Refusal::Origin => HttpResponse::Forbidden().body("origin not allowed\n"),
             Refusal::Full => HttpResponse::ServiceUnavailable()
                 .insert_header((header::RETRY_AFTER, "5"))
@@ -238,9 +242,10 @@ fn admit(req: &HttpRequest, state: &AppState) -> Result<ConnectionSlot, Refusal>
 
 /// What a hub handshake's query asks for; the token may come in an `Authorization:
 /// Bearer` header instead (mini-programs can set headers, and a header stays out of
-/// URL logs). `/echo` handshakes ask for nothing, whatever their query.
+/// URL logs). `/echo` handshakes, and requests that are no handshake at all (refused by
+/// the upgrade with its own 400), ask for nothing, whatever their query.
 fn opening(req: &HttpRequest, mode: Mode) -> Result<Opening, Refusal> {
-    if mode != Mode::Hub {
+    if mode != Mode::Hub || !is_websocket_handshake(req) {
         return Ok(Opening::default());
     }
     let mut opening = Opening::parse(req.query_string()).map_err(Refusal::Query)?;
@@ -261,7 +266,8 @@ fn upgrade(
     state: &AppState,
     mode: Mode,
 ) -> actix_web::Result<HttpResponse> {
-    let admitted = opening(&req, mode).and_then(|o| admit(&req, state).map(|slot| (o, slot)));
+    // Origins first: a page that may not connect learns nothing about its query.
+    let admitted = admit(&req, state).and_then(|slot| opening(&req, mode).map(|o| (o, slot)));
     let (opening, slot) = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => return Ok(refusal.response()),

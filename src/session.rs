@@ -25,7 +25,7 @@ use bytestring::ByteString;
 use futures_util::Stream;
 
 use crate::auth::{Grant, Verifier};
-use crate::error::{CloseReason, ErrorCode};
+use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::hub::{self, Caller, Hub};
 use crate::opening::Opening;
 use crate::outbox::{Drained, Frames, Outbox, Wake, Wakes};
@@ -279,15 +279,15 @@ impl Session {
         }
     }
 
-    /// Queues a reply made by the session itself behind whatever the hub queued.
-    fn push(&self, frame: &ByteString) {
-        if let Some(outbox) = &self.outbox {
-            outbox.push(frame);
-        }
-    }
-
+    /// Answers a command the hub never sees. The reply goes through the hub, not straight
+    /// into the outbox, so that it cannot overtake the hub's replies to earlier commands.
     fn reply_error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) {
-        self.push(&encode(&Event::Error { id, code, message }));
+        if self.registered {
+            self.shared.hub.do_send(hub::Relay {
+                session: self.id,
+                frame: encode(&Event::Error { id, code, message }),
+            });
+        }
     }
 
     /// Writes everything the outbox holds; returns its close reason, if any, and whether
@@ -381,28 +381,18 @@ impl Session {
         }
     }
 
-    /// Checks a join's token; `None` (after replying, and counting the failure) if it is
-    /// refused.
-    fn authorize(
-        &mut self,
-        id: Option<&RequestId>,
-        name: &str,
-        token: Option<&str>,
-    ) -> Option<Grant> {
+    /// Checks a join's token, counting the refusals; the caller answers them.
+    fn authorize(&mut self, name: &str, token: Option<&str>) -> Result<Grant, ReplyError> {
         let Some(verifier) = &self.shared.verifier else {
-            return Some(Grant::all());
+            return Ok(Grant::all());
         };
-        match verifier.verify(token, name) {
-            Ok(grant) => {
-                self.failed_joins = 0;
-                Some(grant)
-            }
-            Err(e) => {
-                self.reply_error(id, e.code, &e.message);
-                self.failed_joins += 1;
-                None
-            }
-        }
+        let verdict = verifier.verify(token, name);
+        self.failed_joins = if verdict.is_ok() {
+            0
+        } else {
+            self.failed_joins + 1
+        };
+        verdict
     }
 
     /// A join from a frame: the third refused one closes the connection.
@@ -414,17 +404,23 @@ impl Session {
         classic: bool,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        match self.authorize(id.as_ref(), &name, token.as_deref()) {
-            Some(grant) => self.shared.hub.do_send(hub::Join {
+        match self.authorize(&name, token.as_deref()) {
+            Ok(grant) => self.shared.hub.do_send(hub::Join {
                 caller: self.caller(id),
                 name,
                 classic,
                 grant,
             }),
-            None if self.failed_joins >= MAX_FAILED_JOINS => {
-                self.shut(ctx, CloseReason::Unauthorized, None)
+            // Written just before the close, as a relayed reply would come too late.
+            Err(e) if self.failed_joins >= MAX_FAILED_JOINS => {
+                let last = encode(&Event::Error {
+                    id: id.as_ref(),
+                    code: e.code,
+                    message: &e.message,
+                });
+                self.shut(ctx, CloseReason::Unauthorized, Some(last))
             }
-            None => {}
+            Err(e) => self.reply_error(id.as_ref(), e.code, &e.message),
         }
     }
 
@@ -454,13 +450,14 @@ impl Session {
             presence,
         } = opening;
         if let Some(name) = name {
-            if let Some(grant) = self.authorize(None, &name, token.as_deref()) {
-                self.shared.hub.do_send(hub::Join {
+            match self.authorize(&name, token.as_deref()) {
+                Ok(grant) => self.shared.hub.do_send(hub::Join {
                     caller: self.caller(None),
                     name,
                     classic: false,
                     grant,
-                });
+                }),
+                Err(e) => self.reply_error(None, e.code, &e.message),
             }
         }
         for group in groups {

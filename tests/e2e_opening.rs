@@ -5,16 +5,33 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-/// The handshake's HTTP refusal: its status and body.
+/// The handshake's HTTP refusal: its status and body. A 400 must be plain text that no
+/// browser would render as a page, since it quotes the query.
 async fn refused(url: &str) -> (u16, String) {
-    match tokio_tungstenite::connect_async(url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => (
-            response.status().as_u16(),
-            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
-        ),
+    refused_request(url.into_client_request().unwrap()).await
+}
+
+async fn refused_request(req: Request) -> (u16, String) {
+    let url = req.uri().to_string();
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            if response.status() == 400 {
+                let h = response.headers();
+                assert_eq!(h["content-type"], "text/plain; charset=utf-8", "{url}");
+                assert_eq!(h["x-content-type-options"], "nosniff", "{url}");
+            }
+            (
+                response.status().as_u16(),
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .into_owned(),
+            )
+        }
         Err(e) => panic!("{url}: not an HTTP refusal: {e}"),
         Ok(_) => panic!("{url}: the handshake was accepted"),
     }
@@ -127,6 +144,10 @@ async fn a_malformed_handshake_query_is_refused_with_the_reason() {
     let many = (0..33).map(|i| format!("g{i}")).collect::<Vec<_>>();
     let (status, body) = refused(&hub.url(&format!("/ws?subscribe={}", many.join(",")))).await;
     assert_eq!((status, body.contains("at most 32")), (400, true), "{body}");
+    // A plain GET is no handshake: the upgrade refuses it, without the query's reason.
+    let page = http_get(hub.addr, "/ws?subscribe=%3Cb%3E").await;
+    assert!(page.starts_with("HTTP/1.1 400"), "{page}");
+    assert!(!page.contains("handshake query"), "{page}");
     // None of them reached the hub, and it serves on.
     let s = hub.stats().await;
     assert_eq!(s.sessions, 0, "{s:?}");
@@ -185,5 +206,126 @@ async fn handshake_tokens_come_in_the_query_or_a_bearer_header() {
         assert_eq!(e["code"], "unauthorized");
     }
     assert_eq!(none.expect_close().await, Some(1008));
+    hub.stop().await;
+}
+
+#[actix_web::test]
+async fn a_page_from_another_origin_learns_nothing_about_its_query() {
+    let hub = TestHub::start(Config {
+        allowed_origins: vec!["https://app.example".into()],
+        ..config()
+    });
+    let mut req = hub
+        .url("/ws?subscribe=bad%20group")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", HeaderValue::from_static("https://evil.example"));
+    let (status, body) = refused_request(req).await;
+    assert_eq!(status, 403, "{body}");
+    hub.stop().await;
+}
+
+/// Writes a handshake and, in the same write, a frame the session answers itself, then
+/// returns the frames that come back (text payloads) until the session's error.
+async fn pipelined(hub: &TestHub, query: &str, frame: &[u8]) -> Vec<serde_json::Value> {
+    let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /ws?{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        hub.addr
+    )
+    .into_bytes();
+    // A masked text frame (the mask is all zeros, so the payload goes as it is).
+    bytes.extend_from_slice(&[0x81, 0x80 | frame.len() as u8, 0, 0, 0, 0]);
+    bytes.extend_from_slice(frame);
+    stream.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "handshake cut short");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut raw = RawClient { stream };
+    let mut got = Vec::new();
+    while let Some((op, payload)) = raw.read_frame().await {
+        assert_eq!(op, 0x1, "a text frame");
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let done = v["code"] == "bad_request";
+        got.push(v);
+        if done {
+            break;
+        }
+    }
+    got
+}
+
+#[actix_web::test]
+async fn the_sessions_own_errors_come_after_the_handshakes_replies() {
+    let hub = TestHub::start(config());
+    let groups: Vec<String> = (0..32).map(|i| format!("g{i}")).collect();
+    // The session answers a malformed frame itself; the handshake's replies come from the
+    // hub's thread. Many connections, since the two race when nothing orders them.
+    for n in 0..20 {
+        let got = pipelined(
+            &hub,
+            &format!("name=p{n}&subscribe={}", groups.join(",")),
+            b"not json",
+        )
+        .await;
+        let types: Vec<&str> = got
+            .iter()
+            .map(|v| v["type"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(types.len(), 34, "{got:?}");
+        assert_eq!(types[0], "joined", "{got:?}");
+        assert!(types[1..33].iter().all(|t| *t == "subscribed"), "{got:?}");
+        assert_eq!(
+            (types[33], &got[33]["code"]),
+            ("error", &json!("bad_request"))
+        );
+    }
+    hub.stop().await;
+}
+
+#[actix_web::test]
+async fn a_handshake_session_whose_client_vanishes_leaves_nothing_in_the_hub() {
+    let hub = TestHub::start(config());
+    let mut watcher = hub.joined("watcher").await;
+    watcher
+        .request(json!({"type":"subscribe","group":"room","presence":true}))
+        .await;
+    watcher.expect(|v| v["type"] == "presence").await;
+    for n in 0..10 {
+        let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+        let req = format!(
+            "GET /ws?name=gone{n}&subscribe=room HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            hub.addr
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        // The hub has the session once the watcher hears it arrive; then the client
+        // resets the connection without reading a byte of the response.
+        let p = watcher.expect(|v| v["type"] == "presence").await;
+        assert_eq!(
+            (&p["event"], &p["name"]),
+            (&json!("join"), &json!(format!("gone{n}")))
+        );
+        stream.set_zero_linger().unwrap();
+        drop(stream);
+        let p = watcher.expect(|v| v["type"] == "presence").await;
+        assert_eq!(
+            (&p["event"], &p["name"]),
+            (&json!("leave"), &json!(format!("gone{n}")))
+        );
+    }
+    let s = hub.stats().await;
+    assert_eq!((s.sessions, s.users, s.groups), (1, 1, 1), "{s:?}");
     hub.stop().await;
 }

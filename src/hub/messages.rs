@@ -26,6 +26,18 @@ pub struct Connect {
     pub outbox: Arc<Outbox>,
 }
 
+/// A reply the session made itself, about a command the hub never saw (`bad_request`,
+/// `rate_limited`, `unauthorized`): the hub queues it as it queues its own replies, so
+/// that it comes after the replies to the commands the client sent before, the
+/// handshake's included. Rare by construction: a session that keeps provoking them is
+/// closed (rate limit, three failed joins).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Relay {
+    pub session: SessionId,
+    pub frame: ByteString,
+}
+
 /// A session ended; it leaves its user and its groups.
 #[derive(Message)]
 #[rtype(result = "()")]
