@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
@@ -229,29 +229,12 @@ async fn a_page_from_another_origin_learns_nothing_about_its_query() {
 /// Writes a handshake and, in the same write, a frame the session answers itself, then
 /// returns the frames that come back (text payloads) until the session's error.
 async fn pipelined(hub: &TestHub, query: &str, frame: &[u8]) -> Vec<serde_json::Value> {
-    let mut stream = TcpStream::connect(hub.addr).await.unwrap();
-    let mut bytes = format!(
-        "GET /ws?{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        hub.addr
-    )
-    .into_bytes();
+    let stream = TcpStream::connect(hub.addr).await.unwrap();
+    let mut bytes = handshake_request(hub.addr, &format!("/ws?{query}")).into_bytes();
     // A masked text frame (the mask is all zeros, so the payload goes as it is).
     bytes.extend_from_slice(&[0x81, 0x80 | frame.len() as u8, 0, 0, 0, 0]);
     bytes.extend_from_slice(frame);
-    stream.write_all(&bytes).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 1, "handshake cut short");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    let mut raw = RawClient { stream };
+    let mut raw = RawClient::upgrade_with(stream, &bytes).await;
     let mut got = Vec::new();
     while let Some((op, payload)) = raw.read_frame().await {
         assert_eq!(op, 0x1, "a text frame");
@@ -303,12 +286,7 @@ async fn a_handshake_session_whose_client_vanishes_leaves_nothing_in_the_hub() {
     watcher.expect(|v| v["type"] == "presence").await;
     for n in 0..10 {
         let mut stream = TcpStream::connect(hub.addr).await.unwrap();
-        let req = format!(
-            "GET /ws?name=gone{n}&subscribe=room HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n",
-            hub.addr
-        );
+        let req = handshake_request(hub.addr, &format!("/ws?name=gone{n}&subscribe=room"));
         stream.write_all(req.as_bytes()).await.unwrap();
         // The hub has the session once the watcher hears it arrive; then the client
         // resets the connection without reading a byte of the response.

@@ -222,6 +222,14 @@ impl Client {
     }
 }
 
+/// The HTTP request of a WebSocket handshake for `path` (query included).
+pub fn handshake_request(addr: SocketAddr, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
 /// A bare TCP connection that does the WebSocket handshake by hand and then reads raw
 /// frames: unlike a WebSocket library, it never answers pings by itself.
 pub struct RawClient {
@@ -234,12 +242,14 @@ impl RawClient {
     }
 
     /// Does the handshake on a stream the caller connected (e.g. with small buffers).
-    pub async fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> RawClient {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await.unwrap();
+    pub async fn upgrade(stream: TcpStream, addr: SocketAddr, path: &str) -> RawClient {
+        RawClient::upgrade_with(stream, handshake_request(addr, path).as_bytes()).await
+    }
+
+    /// Writes `bytes` (a handshake request, and whatever the test sends with it in the
+    /// same write) and reads the response head, which must be a 101.
+    pub async fn upgrade_with(mut stream: TcpStream, bytes: &[u8]) -> RawClient {
+        stream.write_all(bytes).await.unwrap();
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
