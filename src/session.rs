@@ -381,18 +381,35 @@ impl Session {
         }
     }
 
-    /// Checks a join's token, counting the refusals; the caller answers them.
-    fn authorize(&mut self, name: &str, token: Option<&str>) -> Result<Grant, ReplyError> {
-        let Some(verifier) = &self.shared.verifier else {
-            return Ok(Grant::all());
+    /// Sends the hub a join whose token holds (any, on a hub without a secret); otherwise
+    /// counts the refusal and returns it for the caller to answer.
+    fn try_join(
+        &mut self,
+        id: Option<&RequestId>,
+        name: String,
+        token: Option<&str>,
+        classic: bool,
+    ) -> Option<ReplyError> {
+        let verdict = match &self.shared.verifier {
+            Some(verifier) => verifier.verify(token, &name),
+            None => Ok(Grant::all()),
         };
-        let verdict = verifier.verify(token, name);
-        self.failed_joins = if verdict.is_ok() {
-            0
-        } else {
-            self.failed_joins + 1
-        };
-        verdict
+        match verdict {
+            Ok(grant) => {
+                self.failed_joins = 0;
+                self.shared.hub.do_send(hub::Join {
+                    caller: self.caller(id.cloned()),
+                    name,
+                    classic,
+                    grant,
+                });
+                None
+            }
+            Err(e) => {
+                self.failed_joins += 1;
+                Some(e)
+            }
+        }
     }
 
     /// A join from a frame: the third refused one closes the connection.
@@ -404,23 +421,19 @@ impl Session {
         classic: bool,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        match self.authorize(&name, token.as_deref()) {
-            Ok(grant) => self.shared.hub.do_send(hub::Join {
-                caller: self.caller(id),
-                name,
-                classic,
-                grant,
-            }),
+        let Some(e) = self.try_join(id.as_ref(), name, token.as_deref(), classic) else {
+            return;
+        };
+        if self.failed_joins >= MAX_FAILED_JOINS {
             // Written just before the close, as a relayed reply would come too late.
-            Err(e) if self.failed_joins >= MAX_FAILED_JOINS => {
-                let last = encode(&Event::Error {
-                    id: id.as_ref(),
-                    code: e.code,
-                    message: &e.message,
-                });
-                self.shut(ctx, CloseReason::Unauthorized, Some(last))
-            }
-            Err(e) => self.reply_error(id.as_ref(), e.code, &e.message),
+            let last = encode(&Event::Error {
+                id: id.as_ref(),
+                code: e.code,
+                message: &e.message,
+            });
+            self.shut(ctx, CloseReason::Unauthorized, Some(last));
+        } else {
+            self.reply_error(id.as_ref(), e.code, &e.message);
         }
     }
 
@@ -449,16 +462,9 @@ impl Session {
             groups,
             presence,
         } = opening;
-        if let Some(name) = name {
-            match self.authorize(&name, token.as_deref()) {
-                Ok(grant) => self.shared.hub.do_send(hub::Join {
-                    caller: self.caller(None),
-                    name,
-                    classic: false,
-                    grant,
-                }),
-                Err(e) => self.reply_error(None, e.code, &e.message),
-            }
+        // One refusal at most, so never the third that closes: answered like any other.
+        if let Some(e) = name.and_then(|name| self.try_join(None, name, token.as_deref(), false)) {
+            self.reply_error(None, e.code, &e.message);
         }
         for group in groups {
             self.shared.hub.do_send(hub::Subscribe {

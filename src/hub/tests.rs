@@ -169,6 +169,13 @@ async fn client(hub: &Addr<Hub>, id: SessionId) -> Client {
     client_with_limit(hub, id, 1 << 20).await
 }
 
+/// A client that has joined as `name` (its `joined` reply taken).
+async fn joined(hub: &Addr<Hub>, id: SessionId, name: &str) -> Client {
+    let c = client(hub, id).await;
+    c.join(name).await;
+    c
+}
+
 fn code(event: &Value) -> &str {
     assert_eq!(event["type"], "error", "{event}");
     event["code"].as_str().unwrap()
@@ -343,12 +350,9 @@ async fn group_messages_reach_members_and_count_deliveries() {
 #[actix::test]
 async fn users_lists_online_users_and_group_members() {
     let hub = hub();
-    let a = client(&hub, 1).await;
-    let b1 = client(&hub, 2).await;
-    let b2 = client(&hub, 3).await;
-    a.join("zed").await;
-    b1.join("bob").await;
-    b2.join("bob").await;
+    let a = joined(&hub, 1, "zed").await;
+    let b1 = joined(&hub, 2, "bob").await;
+    let b2 = joined(&hub, 3, "bob").await;
     b1.subscribe("room", false).await;
     b2.subscribe("room", false).await;
     hub.do_send(ListUsers {
@@ -409,12 +413,9 @@ async fn presence_is_opt_in_and_fires_on_first_and_last_session() {
 #[actix::test]
 async fn presence_follows_the_latest_subscribe_and_ends_with_the_membership() {
     let hub = hub();
-    let a = client(&hub, 1).await;
-    let b = client(&hub, 2).await;
-    let c = client(&hub, 3).await;
-    a.join("a").await;
-    b.join("b").await;
-    c.join("c").await;
+    let a = joined(&hub, 1, "a").await;
+    let b = joined(&hub, 2, "b").await;
+    let c = joined(&hub, 3, "c").await;
     a.subscribe("room", true).await;
     b.subscribe("room", false).await;
     assert_eq!(a.take().await.len(), 2, "a hears itself and b arrive");
@@ -433,8 +434,7 @@ async fn presence_follows_the_latest_subscribe_and_ends_with_the_membership() {
     settle(&hub).await;
     assert!(b.take().await.is_empty(), "b left the room");
     b.subscribe("room", false).await;
-    let d = client(&hub, 4).await;
-    d.join("d").await;
+    let d = joined(&hub, 4, "d").await;
     d.subscribe("room", false).await;
     assert!(b.take().await.is_empty(), "b came back without presence");
 }
