@@ -34,6 +34,10 @@ runs=(
   "direct-1k|direct --clients 1000 --window 4"
   "chatroom-1k|chatroom --clients 1000 --rate 0.2"
   "ticker-10k|ticker --clients 10000 --tick-ms 1000"
+  # The same two at the other's rate: what a delivery costs depends on how often each
+  # session is written, not on which path fed it (docs/BENCHMARKS.md, section 5).
+  "fanout-1hz-10k|fanout --clients 10000 --rate 1"
+  "ticker-10hz-10k|ticker --clients 10000 --tick-ms 100"
 )
 
 for rep in $(seq 1 "$REPS"); do
