@@ -4,7 +4,7 @@ use clap::Parser;
 use wxhub::config::{Cli, Tool};
 
 /// jemalloc: measured faster on the fan-out path and about 1 KiB less memory per
-/// connection after traffic than the system allocator (docs/BENCHMARKS.md).
+/// connection after traffic than the system allocator (docs/BENCHMARKS-HISTORY.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
