@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Hub CPU per connect with 10,000 clients held: run-matrix.sh's `loaded10k` pair of wsbench
+# commands (10,000 holders, then 5,000 measured clients), with the hub's utime + stime
+# read from /proc/PID/stat around the measured run (its settling included, so an upper
+# bound). wxhub's clients join and subscribe in the handshake; the ws hub's only connect.
+#   bench/peers/connect-cpu.sh                     (from the repository's root)
+#   REPS=3 PEERS="wxhub-url ws" bench/peers/connect-cpu.sh
+# Run run-matrix.sh once first: it builds wsbench and installs the Node hubs in $WORK.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+REPS="${REPS:-3}"
+PEERS="${PEERS:-wxhub-url ws}"
+WORK="${WORK:-/tmp/wxhub-peers}"
+B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
+[ -x "$B" ] || { echo "no wsbench at $B: run bench/peers/run-matrix.sh once first" >&2; exit 1; }
+export PEERS_DIR="$WORK"
+export WXHUB_BIN="$(cd "$(dirname "${WXHUB_BIN:-target/release/wxhub}")" && pwd)/$(basename "${WXHUB_BIN:-target/release/wxhub}")"
+COMMON=(--threads 1 --source-ips 127.0.0.2-127.0.0.9 --connect-timeout-s 120 --max-s 900)
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+log=$(mktemp)
+for rep in $(seq 1 "$REPS"); do
+  for p in $PEERS; do
+    case "$p" in
+      wxhub-url) QS='?name=u{i}&subscribe=bench'
+                 PF=(--ready-prefix '{"type":"subscribed"' --publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
+      ws)        QS=''; PF=(--publish 't={ts}') ;;
+      *) echo "connect-cpu: peer $p not supported (wxhub-url, ws)" >&2; exit 2 ;;
+    esac
+    read -r pid _port url < <("$here/start.sh" "$p")
+    "$B" idle --clients 10000 --hold-s 900 --url "$url$QS" "${PF[@]}" "${COMMON[@]}" >"$log" 2>&1 &
+    holders=$!
+    for _ in $(seq 1 600); do grep -q '^idle:' "$log" && break; sleep 0.2; done
+    t0=$(cpu_ticks "$pid")
+    line=$("$B" idle --clients 5000 --hold-s 0 --url "$url${QS//u\{i\}/m\{i\}}" --pid "$pid" "${PF[@]}" "${COMMON[@]}" 2>&1 | grep '^idle:' || true)
+    t1=$(cpu_ticks "$pid")
+    echo "rep $rep $p: ${line:-no result} | hub CPU $(( (t1 - t0) * 1000000 / hz / 5000 )) us per connect"
+    kill "$holders" "$pid" 2>/dev/null || true
+    wait "$holders" "$pid" 2>/dev/null || true
+    sleep 1
+  done
+done
+rm -f "$log"
