@@ -2,7 +2,8 @@
 # Hub CPU per connect with 10,000 clients held: run-matrix.sh's `loaded10k` pair of wsbench
 # commands (10,000 holders, then 5,000 measured clients), with the hub's utime + stime
 # read from /proc/PID/stat around the measured run (its settling included, so an upper
-# bound). wxhub's clients join and subscribe in the handshake; the ws hub's only connect.
+# bound). Peers as in run-matrix.sh; by default wxhub with clients that join and subscribe
+# in the handshake, and the ws hub, whose clients only connect.
 #   bench/peers/connect-cpu.sh                     (from the repository's root)
 #   REPS=3 PEERS="wxhub-url ws" bench/peers/connect-cpu.sh
 # Run run-matrix.sh once first: it builds wsbench and installs the Node hubs in $WORK.
@@ -15,18 +16,13 @@ B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
 [ -x "$B" ] || { echo "no wsbench at $B: run bench/peers/run-matrix.sh once first" >&2; exit 1; }
 export PEERS_DIR="$WORK"
 export WXHUB_BIN="$(cd "$(dirname "${WXHUB_BIN:-target/release/wxhub}")" && pwd)/$(basename "${WXHUB_BIN:-target/release/wxhub}")"
-COMMON=(--threads 1 --source-ips 127.0.0.2-127.0.0.9 --connect-timeout-s 120 --max-s 900)
+source "$here/peer-flags.sh"
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 log=$(mktemp)
 for rep in $(seq 1 "$REPS"); do
   for p in $PEERS; do
-    case "$p" in
-      wxhub-url) QS='?name=u{i}&subscribe=bench'
-                 PF=(--ready-prefix '{"type":"subscribed"' --publish '{"type":"publish","group":"bench","body":"t={ts}"}') ;;
-      ws)        QS=''; PF=(--publish 't={ts}') ;;
-      *) echo "connect-cpu: peer $p not supported (wxhub-url, ws)" >&2; exit 2 ;;
-    esac
+    peer_flags "$p"
     read -r pid _port url < <("$here/start.sh" "$p")
     "$B" idle --clients 10000 --hold-s 900 --url "$url$QS" "${PF[@]}" "${COMMON[@]}" >"$log" 2>&1 &
     holders=$!
