@@ -16,7 +16,7 @@ B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
 [ -x "$B" ] || { echo "no wsbench at $B: run bench/peers/run-matrix.sh once first" >&2; exit 1; }
 export PEERS_DIR="$WORK"
 export WXHUB_BIN="$(cd "$(dirname "${WXHUB_BIN:-target/release/wxhub}")" && pwd)/$(basename "${WXHUB_BIN:-target/release/wxhub}")"
-source "$here/peer-flags.sh"
+source "$here/lib.sh"
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 log=$(mktemp)
@@ -24,15 +24,14 @@ for rep in $(seq 1 "$REPS"); do
   for p in $PEERS; do
     peer_flags "$p"
     read -r pid _port url < <("$here/start.sh" "$p")
-    "$B" idle --clients 10000 --hold-s 900 --url "$url$QS" "${PF[@]}" "${COMMON[@]}" >"$log" 2>&1 &
-    holders=$!
-    for _ in $(seq 1 600); do grep -q '^idle:' "$log" && break; sleep 0.2; done
+    start_holders 10000 "$url$QS" "$log" || echo "rep $rep $p: holders not ready" >&2
+    mapfile -t cmd < <(measured_names "$B" idle --clients 5000 --hold-s 0 --url "$url$QS" --pid "$pid" "${PF[@]}" "${COMMON[@]}")
     t0=$(cpu_ticks "$pid")
-    line=$("$B" idle --clients 5000 --hold-s 0 --url "$url${QS//u\{i\}/m\{i\}}" --pid "$pid" "${PF[@]}" "${COMMON[@]}" 2>&1 | grep '^idle:' || true)
+    line=$("${cmd[@]}" 2>&1 | grep '^idle:' || true)
     t1=$(cpu_ticks "$pid")
     echo "rep $rep $p: ${line:-no result} | hub CPU $(( (t1 - t0) * 1000000 / hz / 5000 )) us per connect"
-    kill "$holders" "$pid" 2>/dev/null || true
-    wait "$holders" "$pid" 2>/dev/null || true
+    kill "$HOLD_PID" "$pid" 2>/dev/null || true
+    wait "$HOLD_PID" "$pid" 2>/dev/null || true
     sleep 1
   done
 done

@@ -27,8 +27,8 @@ B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
 [ -x "$B" ] || (cd "$WORK/wsbench" && cargo build --release --quiet)
 export PEERS_DIR="$WORK"
 
-# peer_flags and COMMON: the clients each hub gets, shared with connect-cpu.sh.
-source "$here/peer-flags.sh"
+# peer_flags, COMMON, start_holders: the clients each hub gets, shared with connect-cpu.sh.
+source "$here/lib.sh"
 test_flags() {
   HOLDERS=0
   case "$1" in
@@ -54,12 +54,10 @@ for rep in $(seq 1 "$REPS"); do
       cmd=("$B" "${TF[@]}" --url "$url$QS" --pid "$pid" "${PF[@]}" "${COMMON[@]}" --label "$p.$t.$rep")
       hold_pid=""
       if [ "$HOLDERS" -gt 0 ]; then
-        # The measured clients get other names ({i} restarts at 0 in each wsbench).
-        cmd=("${cmd[@]//u\{i\}/m\{i\}}")
+        mapfile -t cmd < <(measured_names "${cmd[@]}")
         h="$OUT/holders.$p.$t.$rep.log"
-        "$B" idle --clients "$HOLDERS" --hold-s 900 --url "$url$QS" "${PF[@]}" "${COMMON[@]}" --label "holders" > "$h" 2>&1 &
-        hold_pid=$!
-        for _ in $(seq 1 600); do grep -q '^idle:' "$h" && break; sleep 0.2; done
+        start_holders "$HOLDERS" "$url$QS" "$h" || true
+        hold_pid=$HOLD_PID
         grep '^idle:' "$h" | sed 's/^/   holders: /' || echo "   holders not ready: see $h"
       fi
       { echo "# top before the run:"; top -bn1 | sed -n '1,3p;7,12p' | sed 's/^/# /'; } > "$f"

@@ -1,4 +1,5 @@
-# Sourced by run-matrix.sh and connect-cpu.sh: how wsbench's clients speak to each hub.
+# Sourced by run-matrix.sh and connect-cpu.sh: how wsbench's clients speak to each hub,
+# and the clients held while others connect. Needs B (the wsbench binary).
 # peer_flags PEER sets QS (a query for the URL) and PF (wsbench's client flags); COMMON
 # holds the flags every run shares.
 # shellcheck shell=bash
@@ -20,3 +21,17 @@ peer_flags() {
   esac
 }
 COMMON=(--threads 1 --source-ips 127.0.0.2-127.0.0.9 --connect-timeout-s 120 --max-s 900)
+
+# start_holders N URL LOG: connects N clients with the peer's flags (after peer_flags) and
+# keeps them open, in the background (HOLD_PID); returns once they are all ready, or
+# fails after two minutes. The measured clients then take other names (measured_names).
+start_holders() {
+  "$B" idle --clients "$1" --hold-s 900 --url "$2" "${PF[@]}" "${COMMON[@]}" --label holders >"$3" 2>&1 &
+  HOLD_PID=$!
+  for _ in $(seq 1 600); do grep -q '^idle:' "$3" && return 0; sleep 0.2; done
+  return 1
+}
+
+# measured_names ARG...: the arguments with the holders' names u{i} turned into m{i}, as
+# {i} restarts at 0 in each wsbench. Prints one argument per line (for mapfile).
+measured_names() { printf '%s\n' "${@//u\{i\}/m\{i\}}"; }
