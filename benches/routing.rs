@@ -364,6 +364,7 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
             max_groups: 100,
             market: None,
             heartbeat: None,
+            mailbox: wxhub::hub::DEFAULT_MAILBOX,
         })
         .start();
         for (i, ob) in boxes.iter().enumerate() {

@@ -41,6 +41,12 @@ impl Grant {
         Grant { groups: None }
     }
 
+    /// Whether the token lists the groups it allows (a `groups` claim). Such a token sees
+    /// user names only inside those groups (docs/SECURITY.md).
+    pub fn is_limited(&self) -> bool {
+        self.groups.is_some()
+    }
+
     /// Whether the user may subscribe to or publish in `group`.
     pub fn allows(&self, group: &str) -> bool {
         is_stock_group(group)
@@ -63,8 +69,10 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "sub"]);
         // Backends often add an audience; the hub has none of its own to check it against.
         validation.validate_aud = false;
-        // Clocks of the backend and the hub may differ a little.
+        // Clocks of the backend and the hub may differ a little; the same leeway applies
+        // to `exp` and to `nbf` (a token is not valid before its `nbf`, when it has one).
         validation.leeway = 30;
+        validation.validate_nbf = true;
         Verifier {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
@@ -81,6 +89,9 @@ impl Verifier {
                 }
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                     unauthorized("the token's signature is not valid")
+                }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    unauthorized("the token is not valid yet (nbf)")
                 }
                 _ => unauthorized("the token is not valid"),
             },
@@ -160,6 +171,35 @@ mod tests {
         assert!(err.message.contains("expired"), "{err}");
         assert!(v.verify(Some("not.a.jwt"), "alice").is_err());
         assert!(v.verify(Some(""), "alice").is_err());
+    }
+
+    #[test]
+    fn a_token_is_not_valid_before_its_nbf() {
+        #[derive(Serialize)]
+        struct WithNbf<'a> {
+            sub: &'a str,
+            exp: u64,
+            nbf: u64,
+        }
+        let now = crate::protocol::now_ms() / 1000;
+        let with_nbf = |nbf: u64| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &WithNbf {
+                    sub: "a",
+                    exp: now + 3600,
+                    nbf,
+                },
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        };
+        let v = Verifier::new(SECRET);
+        let err = v.verify(Some(&with_nbf(now + 600)), "a").unwrap_err();
+        assert!(err.message.contains("not valid yet"), "{err}");
+        // Within the leeway, and in the past, it holds.
+        assert!(v.verify(Some(&with_nbf(now + 10)), "a").is_ok());
+        assert!(v.verify(Some(&with_nbf(now - 10)), "a").is_ok());
     }
 
     #[test]

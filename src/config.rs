@@ -113,9 +113,18 @@ pub struct Config {
     #[arg(long, env = "WXHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Most WebSocket connections at once; more get HTTP 503 before the upgrade.
-    #[arg(long, env = "WXHUB_MAX_CONNECTIONS", default_value_t = 100_000)]
-    pub max_connections: usize,
+    /// Most WebSocket connections at once; more get HTTP 503 before the upgrade. Unset:
+    /// as many as the open-files limit allows (raised to its hard limit at startup), less
+    /// a reserve for the process and for answering the excess; a larger value is cut to
+    /// that. The startup log says the value in force.
+    #[arg(long, env = "WXHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Messages the hub's mailbox may hold; past it, commands are answered `overloaded`
+    /// instead of queued, so a burst from many clients cannot grow the hub's memory
+    /// without bound.
+    #[arg(long, env = "WXHUB_HUB_MAILBOX", default_value_t = crate::hub::DEFAULT_MAILBOX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..))]
+    pub hub_mailbox: usize,
 
     /// Commands per second one session may send on average (token bucket refill rate).
     #[arg(long, env = "WXHUB_RATE_LIMIT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
@@ -167,7 +176,8 @@ impl Default for Config {
             daily_limit_pct: 10.0,
             auth_secret: None,
             allowed_origins: Vec::new(),
-            max_connections: 100_000,
+            max_connections: None,
+            hub_mailbox: crate::hub::DEFAULT_MAILBOX,
             rate_limit: 50,
             rate_burst: 100,
             handshake_timeout_ms: 5_000,
@@ -233,6 +243,7 @@ impl Config {
             max_groups: self.max_groups,
             market: Some(self.market()),
             heartbeat: Some(self.limits().heartbeat),
+            mailbox: self.hub_mailbox,
         }
     }
 }

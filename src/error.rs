@@ -34,6 +34,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The session sent commands faster than its rate limit.
     RateLimited,
+    /// The hub is too busy to take the command now (its queue is full); retry shortly.
+    Overloaded,
     /// The hub could not do what was asked for a reason of its own.
     Internal,
 }
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::TooManyGroups => "too_many_groups",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
         }
     }
@@ -160,6 +163,7 @@ mod tests {
             ErrorCode::TooManyGroups,
             ErrorCode::Unauthorized,
             ErrorCode::RateLimited,
+            ErrorCode::Overloaded,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -14,15 +14,18 @@ use bytestring::ByteString;
 
 use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::outbox::{Outbox, WakeBatch};
-use crate::pool::{GroupChange, Pool, SessionId};
-use crate::protocol::{encode, is_stock_group, legacy_groups, now_ms, valid_group, Event, Kind};
+use crate::pool::{GroupChange, Pool, SessionId, SESSION_SETS};
+use crate::protocol::{
+    encode, is_stock_group, legacy_groups, normalize_name, now_ms, valid_group, Event, Kind,
+    GROUP_RULE,
+};
 use crate::ticker::{self, Market, Ticker};
 
 mod messages;
 pub use messages::*;
 
-/// Most names one `users` reply lists; `count` always has the total.
-pub const MAX_LISTED_USERS: usize = 1000;
+/// Messages the hub's mailbox holds before sessions get `overloaded` for their commands.
+pub const DEFAULT_MAILBOX: usize = 8192;
 
 /// What the hub is built with.
 #[derive(Debug, Clone)]
@@ -34,12 +37,15 @@ pub struct HubConfig {
     /// How often each session checks its client's liveness (`None`: never; unit tests).
     /// The hub paces this for every session with one timer instead of one per session.
     pub heartbeat: Option<Duration>,
+    /// Messages the hub's mailbox holds before commands are shed (see
+    /// [`DEFAULT_MAILBOX`]).
+    pub mailbox: usize,
 }
 
-/// The sessions are split into this many sets by id; one set is told to check its
+/// The pool keeps the sessions in this many sets by id; one set is told to check its
 /// heartbeat each `heartbeat / HEARTBEAT_PHASES`, so the pings are spread out instead of
-/// all going at once.
-const HEARTBEAT_PHASES: u64 = 8;
+/// all going at once, and each beat visits only its own set.
+const HEARTBEAT_PHASES: u64 = SESSION_SETS as u64;
 
 /// The hub actor.
 pub struct Hub {
@@ -58,6 +64,7 @@ pub struct Hub {
     heartbeat: Option<Duration>,
     /// Which set of sessions checks its heartbeat next.
     heartbeat_phase: u64,
+    mailbox: usize,
 }
 
 /// What the hub's deliveries need besides their targets, kept so that both buffers are
@@ -104,6 +111,7 @@ impl Hub {
             shutting_down: false,
             heartbeat: config.heartbeat,
             heartbeat_phase: 0,
+            mailbox: config.mailbox,
         }
     }
 
@@ -112,10 +120,7 @@ impl Hub {
         let phase = self.heartbeat_phase;
         self.heartbeat_phase = (phase + 1) % HEARTBEAT_PHASES;
         let wakes = &mut self.fanout.wakes;
-        for outbox in self
-            .pool
-            .outboxes_where(|id| id % HEARTBEAT_PHASES == phase)
-        {
+        for outbox in self.pool.outboxes_of_set(phase as usize) {
             outbox.heartbeat(wakes);
         }
         wakes.flush();
@@ -218,8 +223,19 @@ impl Hub {
         group: &str,
         presence: bool,
     ) -> Result<(), ReplyError> {
+        if !valid_group(group) {
+            return Err(invalid_group());
+        }
         if is_stock_group(group) {
             self.check_stock_group(group)?;
+            if presence && self.limited(caller.session) {
+                // A stock group is open to every token: its presence would show users
+                // outside a limited token's groups.
+                return Err(ReplyError::new(
+                    ErrorCode::Forbidden,
+                    "a token limited to groups gets no presence in stock groups",
+                ));
+            }
         }
         let (change, members) = self.pool.subscribe(caller.session, group, presence)?;
         self.reply(
@@ -232,6 +248,12 @@ impl Hub {
         );
         self.after_subscribe(caller.session, change);
         Ok(())
+    }
+
+    /// Whether the session's token lists the groups it may use (see docs/SECURITY.md for
+    /// what such a token sees).
+    fn limited(&self, session: SessionId) -> bool {
+        self.pool.grant(session).is_some_and(|g| g.is_limited())
     }
 
     /// Announces an arrival and, in a ticker group, sends the snapshot right behind the
@@ -248,6 +270,7 @@ impl Actor for Hub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox);
         if let Some(every) = self.heartbeat {
             let every = every / HEARTBEAT_PHASES as u32;
             ctx.run_interval(every, |hub, _| hub.beat());
@@ -291,7 +314,15 @@ impl Handler<Shutdown> for Hub {
 impl Handler<Relay> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Relay, _: &mut Context<Self>) {
-        self.send_to(msg.session, &msg.frame);
+        if let Some(frame) = &msg.frame {
+            self.send_to(msg.session, frame);
+        }
+        if let Some(reason) = msg.close {
+            if let Some(entry) = self.pool.session(msg.session) {
+                entry.outbox.close(reason);
+            }
+            self.remove(msg.session);
+        }
         self.drop_unreachable();
     }
 }
@@ -340,12 +371,21 @@ impl Handler<SendDirect> for Hub {
     fn handle(&mut self, msg: SendDirect, _: &mut Context<Self>) {
         let caller = &msg.caller;
         if let Some(from) = self.joined(caller) {
+            // Checked, so that an error never echoes more than a valid name, and in NFC,
+            // as names are kept.
+            let to = match normalize_name(&msg.to) {
+                Ok(to) => to,
+                Err(e) => {
+                    self.fail(caller, e);
+                    return self.drop_unreachable();
+                }
+            };
             let fanout = &mut self.fanout;
-            let delivered = self.pool.user_outboxes(&msg.to).map(|targets| {
+            let delivered = self.pool.user_outboxes(&to).map(|targets| {
                 let frame = encode(&Event::Message {
                     kind: Kind::Direct,
                     from: &from,
-                    to: Some(&msg.to),
+                    to: Some(&to),
                     group: None,
                     body: &msg.body,
                     ts: now_ms(),
@@ -362,7 +402,7 @@ impl Handler<SendDirect> for Hub {
                 ),
                 None => self.fail(
                     caller,
-                    ReplyError::new(ErrorCode::NotFound, format!("{} is not online", msg.to)),
+                    ReplyError::new(ErrorCode::NotFound, format!("{to} is not online")),
                 ),
             }
         }
@@ -411,10 +451,7 @@ impl Handler<Unsubscribe> for Hub {
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
         let caller = &msg.caller;
         if !valid_group(&msg.group) {
-            self.fail(
-                caller,
-                ReplyError::new(ErrorCode::InvalidGroup, "not a valid group name"),
-            );
+            self.fail(caller, invalid_group());
         } else {
             // Leaving a group one is not in is not an error: after a reconnect a client
             // may not know what the hub still holds.
@@ -439,10 +476,7 @@ impl Handler<Publish> for Hub {
         let caller = &msg.caller;
         let checked = self.pool.joined_name(caller.session).and_then(|from| {
             if !valid_group(&msg.group) {
-                Err(ReplyError::new(
-                    ErrorCode::InvalidGroup,
-                    "not a valid group name",
-                ))
+                Err(invalid_group())
             } else if is_stock_group(&msg.group) {
                 Err(ReplyError::new(
                     ErrorCode::Forbidden,
@@ -488,28 +522,42 @@ impl Handler<ListUsers> for Hub {
     type Result = ();
     fn handle(&mut self, msg: ListUsers, _: &mut Context<Self>) {
         let caller = &msg.caller;
+        let (after, limit) = (msg.page.after.as_deref(), msg.page.limit);
         let listed = self.pool.joined_name(caller.session).and_then(|_| {
+            let limited = self.limited(caller.session);
             let Some(g) = msg.group.as_deref() else {
+                if limited {
+                    return Err(ReplyError::new(
+                        ErrorCode::Forbidden,
+                        "a token limited to groups lists users one group at a time",
+                    ));
+                }
+                let (users, next) = self.pool.user_names(after, limit);
                 return Ok(encode(&Event::Users {
                     id: caller.id.as_ref(),
                     group: None,
-                    users: self.pool.user_names(MAX_LISTED_USERS),
+                    users,
                     count: self.pool.sizes().1,
+                    next,
                 }));
             };
             if !valid_group(g) {
-                return Err(ReplyError::new(
-                    ErrorCode::InvalidGroup,
-                    "not a valid group name",
-                ));
+                return Err(invalid_group());
             }
             self.pool.check_grant(caller.session, g)?;
             let group = self.pool.group(g);
+            // A limited token sees names only in its own groups: in a stock group, open
+            // to everyone, it gets the count alone.
+            let (users, next) = match group {
+                Some(group) if !(limited && is_stock_group(g)) => group.user_names(after, limit),
+                _ => (Vec::new(), None),
+            };
             Ok(encode(&Event::Users {
                 id: caller.id.as_ref(),
                 group: Some(g),
-                users: group.map_or_else(Vec::new, |g| g.user_names(MAX_LISTED_USERS)),
+                users,
                 count: group.map_or(0, |g| g.user_count()),
+                next,
             }))
         });
         match listed {
@@ -562,7 +610,7 @@ impl Handler<ShowHistory> for Hub {
             (Some(t), Some(entry)) => t.do_send(ticker::History {
                 id: msg.caller.id,
                 symbol: msg.symbol,
-                limit: msg.limit,
+                page: msg.page,
                 outbox: entry.outbox.clone(),
             }),
             (None, Some(_)) => self.fail(
@@ -607,6 +655,10 @@ impl Handler<GetStats> for Hub {
             slow_consumers: self.slow_consumers,
         }
     }
+}
+
+fn invalid_group() -> ReplyError {
+    ReplyError::new(ErrorCode::InvalidGroup, GROUP_RULE)
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! - [`protocol`]: protocol v1 on the wire: commands, events, naming rules (no actix).
 //! - [`opening`]: join and subscribe in the handshake's query (`/ws?name=..&subscribe=..`).
 //! - [`error`]: stable reply error codes and WebSocket close reasons.
+//! - [`fdlimit`]: the connection limit the open-files limit allows.
 //! - [`outbox`]: the bounded queue of shared frames between the hub and a session.
 //! - [`ratelimit`]: the per-session token bucket against floods.
+//! - [`reader`]: the client's frames, read with a hard bound on what a peer can make the
+//!   hub buffer.
 //! - [`pool`]: the hub's state (sessions, users, groups) as a plain struct.
 //! - [`hub`]: the `Hub` actor and its messages (`hub/messages.rs`): joins, direct,
 //!   broadcast, group routing.
@@ -19,6 +22,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod fdlimit;
 pub mod hub;
 pub mod market;
 pub mod opening;
@@ -26,6 +30,7 @@ pub mod outbox;
 pub mod pool;
 pub mod protocol;
 pub mod ratelimit;
+pub mod reader;
 pub mod server;
 pub mod session;
 pub mod ticker;

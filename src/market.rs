@@ -162,10 +162,17 @@ impl Model {
         self.quotes.iter().position(|q| &*q.symbol == code)
     }
 
-    /// Up to `limit` most recent quotes of a symbol, oldest first.
-    pub fn history(&self, index: usize, limit: usize) -> impl Iterator<Item = &Quote> {
+    /// Up to `limit` most recent quotes of a symbol with a `ts` before `before` (all kept
+    /// ones for `None`), oldest first.
+    pub fn history(
+        &self,
+        index: usize,
+        limit: usize,
+        before: Option<u64>,
+    ) -> impl Iterator<Item = &Quote> {
         let ring = &self.walks[index].history;
-        ring.iter().skip(ring.len().saturating_sub(limit))
+        let end = before.map_or(ring.len(), |b| ring.partition_point(|q| q.ts < b));
+        ring.range(end.saturating_sub(limit)..end)
     }
 
     /// Advances every symbol one tick.
@@ -295,14 +302,19 @@ mod tests {
             },
             0,
         );
-        assert_eq!(m.history(0, 100).count(), 1);
+        assert_eq!(m.history(0, 100, None).count(), 1);
         for t in 1..=20 {
             m.step(t);
         }
-        let ts: Vec<u64> = m.history(0, 100).map(|q| q.ts).collect();
-        assert_eq!(ts, [16, 17, 18, 19, 20]);
-        let ts: Vec<u64> = m.history(0, 2).map(|q| q.ts).collect();
-        assert_eq!(ts, [19, 20]);
+        let ts =
+            |limit, before| -> Vec<u64> { m.history(0, limit, before).map(|q| q.ts).collect() };
+        assert_eq!(ts(100, None), [16, 17, 18, 19, 20]);
+        assert_eq!(ts(2, None), [19, 20]);
+        // Paging back: the newest `limit` before a timestamp, oldest first.
+        assert_eq!(ts(2, Some(19)), [17, 18]);
+        assert_eq!(ts(2, Some(17)), [16]);
+        assert_eq!(ts(2, Some(16)), Vec::<u64>::new());
+        assert_eq!(ts(100, Some(1000)), [16, 17, 18, 19, 20]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! delivers them. Every map entry is removed when its last member goes: a pool that has
 //! seen a million sessions come and go holds nothing for them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -13,7 +14,9 @@ use smallvec::SmallVec;
 use crate::auth::Grant;
 use crate::error::{ErrorCode, ReplyError};
 use crate::outbox::Outbox;
-use crate::protocol::{is_stock_group, valid_group, valid_name, PresenceChange};
+use crate::protocol::{
+    is_stock_group, valid_group, valid_name, PresenceChange, GROUP_RULE, NAME_RULE,
+};
 
 /// Identifies one WebSocket connection for its whole life; never reused.
 pub type SessionId = u64;
@@ -39,8 +42,9 @@ pub struct Group {
     /// announced to them without a look at every member, so that it costs O(watchers),
     /// nothing at all in a group nobody watches, and not O(members).
     watchers: HashMap<SessionId, Arc<Outbox>>,
-    /// Sessions per user in this group: presence fires on 0 -> 1 and 1 -> 0.
-    users: HashMap<Arc<str>, u32>,
+    /// Sessions per user in this group: presence fires on 0 -> 1 and 1 -> 0. Sorted, so
+    /// that `users` pages through it without sorting the group on every call.
+    users: BTreeMap<Arc<str>, u32>,
     /// Members that never joined (stock subscribers); each counts as one member.
     anonymous: usize,
 }
@@ -61,9 +65,12 @@ impl Group {
         self.watchers.iter().map(|(id, o)| (*id, o))
     }
 
-    /// Names of the users in the group, sorted; at most `max`.
-    pub fn user_names(&self, max: usize) -> Vec<&str> {
-        sorted_names(self.users.keys(), max)
+    /// One page of the group's user names, sorted: see [`page`].
+    pub fn user_names(&self, after: Option<&str>, limit: usize) -> (Vec<&str>, Option<&str>) {
+        page(
+            self.users.range::<str, _>(from(after)).map(|(k, _)| k),
+            limit,
+        )
     }
 
     /// Distinct users in the group.
@@ -72,11 +79,71 @@ impl Group {
     }
 }
 
-fn sorted_names<'a>(names: impl Iterator<Item = &'a Arc<str>>, max: usize) -> Vec<&'a str> {
-    let mut names: Vec<&str> = names.map(|n| &**n).collect();
-    names.sort_unstable();
-    names.truncate(max);
-    names
+/// The range of a sorted set of names that starts after `after` (all of it for `None`).
+fn from(after: Option<&str>) -> (Bound<&str>, Bound<&str>) {
+    (
+        after.map_or(Bound::Unbounded, Bound::Excluded),
+        Bound::Unbounded,
+    )
+}
+
+/// Up to `limit` names from a sorted range, and the name to pass as `after` for the next
+/// page if there are more: the cost is that of the page, not of the set.
+fn page<'a>(
+    mut names: impl Iterator<Item = &'a Arc<str>>,
+    limit: usize,
+) -> (Vec<&'a str>, Option<&'a str>) {
+    let listed: Vec<&str> = names.by_ref().take(limit).map(|n| &**n).collect();
+    let next = match names.next() {
+        Some(_) => listed.last().copied(),
+        None => None,
+    };
+    (listed, next)
+}
+
+/// How many sets the sessions are kept in, by id: the heartbeat visits one set per beat,
+/// so each beat looks at an eighth of the sessions rather than filtering all of them.
+pub const SESSION_SETS: usize = 8;
+
+/// The sessions, in [`SESSION_SETS`] maps by id.
+struct Sessions {
+    sets: [HashMap<SessionId, Entry>; SESSION_SETS],
+}
+
+impl Sessions {
+    fn new() -> Self {
+        Sessions {
+            sets: std::array::from_fn(|_| HashMap::new()),
+        }
+    }
+
+    fn set_of(id: SessionId) -> usize {
+        (id % SESSION_SETS as u64) as usize
+    }
+
+    fn get(&self, id: &SessionId) -> Option<&Entry> {
+        self.sets[Self::set_of(*id)].get(id)
+    }
+
+    fn get_mut(&mut self, id: &SessionId) -> Option<&mut Entry> {
+        self.sets[Self::set_of(*id)].get_mut(id)
+    }
+
+    fn insert(&mut self, id: SessionId, entry: Entry) {
+        self.sets[Self::set_of(id)].insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Entry> {
+        self.sets[Self::set_of(*id)].remove(id)
+    }
+
+    fn len(&self) -> usize {
+        self.sets.iter().map(HashMap::len).sum()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.sets.iter().flat_map(HashMap::values)
+    }
 }
 
 /// What a membership change did to a group, for presence and ticker demand.
@@ -96,12 +163,15 @@ type UserSessions = SmallVec<[(SessionId, Arc<Outbox>); 1]>;
 
 /// Sessions, users and groups.
 pub struct Pool {
-    sessions: HashMap<SessionId, Entry>,
+    sessions: Sessions,
     /// Every live session of each user, with its outbox so direct messages and
     /// broadcasts need no second lookup per recipient.
     /// Inline room for one session: most users have one, and a heap block per user would
     /// be idle memory per connection.
     users: HashMap<Arc<str>, UserSessions>,
+    /// The online users' names, sorted, so that `users` pages through them without
+    /// sorting every name on every call.
+    names: BTreeSet<Arc<str>>,
     groups: HashMap<Arc<str>, Group>,
     /// Most groups one session may be in.
     max_groups: usize,
@@ -110,8 +180,9 @@ pub struct Pool {
 impl Pool {
     pub fn new(max_groups: usize) -> Self {
         Pool {
-            sessions: HashMap::new(),
+            sessions: Sessions::new(),
             users: HashMap::new(),
+            names: BTreeSet::new(),
             groups: HashMap::new(),
             max_groups,
         }
@@ -144,6 +215,7 @@ impl Pool {
                 sessions.retain(|(s, _)| *s != id);
                 if sessions.is_empty() {
                     self.users.remove(name);
+                    self.names.remove(name);
                 }
             }
         }
@@ -153,19 +225,20 @@ impl Pool {
     /// Empties the pool (shutdown); returns every session's outbox.
     pub fn take_all(&mut self) -> Vec<Arc<Outbox>> {
         self.users.clear();
+        self.names.clear();
         self.groups.clear();
-        self.sessions.drain().map(|(_, e)| e.outbox).collect()
+        let sets = std::mem::replace(&mut self.sessions, Sessions::new()).sets;
+        sets.into_iter()
+            .flat_map(|set| set.into_values().map(|e| e.outbox))
+            .collect()
     }
 
-    /// The outboxes of the sessions whose id passes `select`.
-    pub fn outboxes_where(
-        &self,
-        select: impl Fn(SessionId) -> bool,
-    ) -> impl Iterator<Item = &Arc<Outbox>> {
-        self.sessions
-            .iter()
-            .filter(move |(id, _)| select(**id))
-            .map(|(_, e)| &e.outbox)
+    /// The outboxes of one of the [`SESSION_SETS`] sets of sessions (`set` is taken
+    /// modulo their number).
+    pub fn outboxes_of_set(&self, set: usize) -> impl Iterator<Item = &Arc<Outbox>> {
+        self.sessions.sets[set % SESSION_SETS]
+            .values()
+            .map(|e| &e.outbox)
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Entry> {
@@ -200,14 +273,15 @@ impl Pool {
             ));
         }
         if !valid_name(name) {
-            return Err(ReplyError::new(
-                ErrorCode::InvalidName,
-                "a name has 1 to 64 characters, no control characters and no leading or trailing space",
-            ));
+            return Err(ReplyError::new(ErrorCode::InvalidName, NAME_RULE));
         }
         let name: Arc<str> = match self.users.get_key_value(name) {
             Some((key, _)) => key.clone(),
-            None => Arc::from(name),
+            None => {
+                let name = Arc::<str>::from(name);
+                self.names.insert(name.clone());
+                name
+            }
         };
         self.users
             .entry(name.clone())
@@ -245,10 +319,7 @@ impl Pool {
         presence: bool,
     ) -> Result<(GroupChange, usize), ReplyError> {
         if !valid_group(group) {
-            return Err(ReplyError::new(
-                ErrorCode::InvalidGroup,
-                "a group has 1 to 64 of A-Z a-z 0-9 _ . : -",
-            ));
+            return Err(ReplyError::new(ErrorCode::InvalidGroup, GROUP_RULE));
         }
         self.add_member(id, group, presence, !is_stock_group(group))
     }
@@ -406,9 +477,15 @@ impl Pool {
         self.users.values().flatten().map(|(id, o)| (*id, o))
     }
 
-    /// Names of the online users, sorted; at most `max`.
-    pub fn user_names(&self, max: usize) -> Vec<&str> {
-        sorted_names(self.users.keys(), max)
+    /// One page of the online users' names, sorted: up to `limit` after `after`, and
+    /// the name to ask the next page after, if there are more.
+    pub fn user_names(&self, after: Option<&str>, limit: usize) -> (Vec<&str>, Option<&str>) {
+        page(self.names.range::<str, _>(from(after)), limit)
+    }
+
+    /// The grant of a session's token.
+    pub fn grant(&self, id: SessionId) -> Option<&Grant> {
+        self.sessions.get(&id).map(|e| &e.grant)
     }
 
     /// Counts, for tests and metrics: (sessions, users, groups).

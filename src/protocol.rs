@@ -11,7 +11,10 @@ use bytestring::ByteString;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::ErrorCode;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
+use crate::error::{ErrorCode, ReplyError};
 
 /// A message body: any JSON, kept as the client's text, so it is parsed once and never
 /// re-serialized: the hub splices it into the event it fans out.
@@ -54,12 +57,49 @@ pub enum Command {
     },
     Users {
         group: Option<String>,
+        page: UsersPage,
     },
     Ping,
     History {
         symbol: String,
-        limit: Option<usize>,
+        page: HistoryPage,
     },
+}
+
+/// Most entries one `users` or `history` reply carries; a bigger `limit` is cut to it.
+pub const MAX_PAGE: usize = 1000;
+
+/// Names a `users` reply lists when the command gives no `limit`.
+pub const DEFAULT_USERS_PAGE: usize = 100;
+
+/// Which page of names `users` asks for: names sorted, the first `limit` after `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsersPage {
+    /// 1 to [`MAX_PAGE`].
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+/// Which quotes `history` asks for: the newest `limit` (default: all kept, at most
+/// [`MAX_PAGE`]) with a `ts` before `before` (default: now).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub limit: Option<usize>,
+    pub before: Option<u64>,
+}
+
+impl Command {
+    /// What the command costs in the rate limiter's tokens: one, and one more per 100
+    /// entries a listing may return, so that asking for a big reply is not as cheap as a
+    /// `ping`.
+    pub fn cost(&self) -> u32 {
+        let listed = match self {
+            Command::Users { page, .. } => page.limit,
+            Command::History { page, .. } => page.limit.unwrap_or(MAX_PAGE),
+            _ => 0,
+        };
+        1 + listed.div_ceil(100) as u32
+    }
 }
 
 /// Every field any command has, read in one pass; which ones are required depends on
@@ -86,6 +126,10 @@ struct Envelope<'a> {
     symbol: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    before: Option<u64>,
 }
 
 /// Only the `id`, to echo it in the error about a message that did not decode.
@@ -150,11 +194,20 @@ impl Envelope<'_> {
                 group: required(self.group, "group")?,
                 body: required(self.body, "body")?,
             },
-            "users" => Command::Users { group: self.group },
+            "users" => Command::Users {
+                group: self.group,
+                page: UsersPage {
+                    limit: self.limit.unwrap_or(DEFAULT_USERS_PAGE).clamp(1, MAX_PAGE),
+                    after: self.after,
+                },
+            },
             "ping" => Command::Ping,
             "history" => Command::History {
                 symbol: required(self.symbol, "symbol")?,
-                limit: self.limit,
+                page: HistoryPage {
+                    limit: self.limit.map(|l| l.clamp(1, MAX_PAGE)),
+                    before: self.before,
+                },
             },
             other => {
                 return Err(format!(
@@ -250,15 +303,57 @@ pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
 /// Longest user or group name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
-/// A user name: 1 to 64 characters, no control characters, no leading or trailing space.
+/// The user-name rule, as the `invalid_name` error says it.
+pub const NAME_RULE: &str = "a name has 1 to 64 characters, none of them control, format, \
+     invisible or unassigned characters, line separators or spaces other than U+0020, and \
+     no space at either end";
+
+/// The group-name rule, as every `invalid_group` error says it.
+pub const GROUP_RULE: &str = "a group name has 1 to 64 of A-Z a-z 0-9 _ . : -";
+
+/// Characters that make a name look like another one or like nothing: controls, format
+/// characters (zero-width spaces and joiners, bidirectional overrides, the BOM),
+/// unassigned and private-use code points, line and paragraph separators, spaces other
+/// than U+0020 (a no-break space looks like one), and the few letters that render as
+/// nothing (Hangul fillers, the combining grapheme joiner).
+fn refused_in_name(c: char) -> bool {
+    use GeneralCategory::*;
+    matches!(
+        c.general_category(),
+        Control | Format | Unassigned | PrivateUse | Surrogate | LineSeparator | ParagraphSeparator
+    ) || (c.general_category() == SpaceSeparator && c != ' ')
+        || matches!(
+            c,
+            '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{034F}'
+        )
+}
+
+/// A user name: 1 to 64 characters, none [refused](refused_in_name), no leading or
+/// trailing space. Expects a name already in NFC ([`normalize_name`]).
 pub fn valid_name(name: &str) -> bool {
     let chars = name.chars().count();
     (1..=MAX_NAME_CHARS).contains(&chars)
-        && !name.chars().any(char::is_control)
+        && !name.chars().any(refused_in_name)
         && name.trim() == name
 }
 
-/// A group name: 1 to 64 of `[A-Za-z0-9_.:-]`.
+/// A user name as the hub keeps it: in Unicode NFC, so that the same name typed on two
+/// keyboards (precomposed `é`, or `e` and a combining accent) is one user; `invalid_name`
+/// if it breaks the rule.
+pub fn normalize_name(name: &str) -> Result<String, ReplyError> {
+    // Longer than this in bytes cannot be 64 characters; no need to normalize it.
+    if name.len() > MAX_NAME_CHARS * 4 * 3 {
+        return Err(ReplyError::new(ErrorCode::InvalidName, NAME_RULE));
+    }
+    let name: String = name.nfc().collect();
+    if valid_name(&name) {
+        Ok(name)
+    } else {
+        Err(ReplyError::new(ErrorCode::InvalidName, NAME_RULE))
+    }
+}
+
+/// A group name: 1 to 64 of `[A-Za-z0-9_.:-]` (ASCII only, so no Unicode look-alikes).
 pub fn valid_group(group: &str) -> bool {
     (1..=MAX_NAME_CHARS).contains(&group.len())
         && group
@@ -337,10 +432,13 @@ pub enum Event<'a> {
         id: Option<&'a RequestId>,
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<&'a str>,
-        /// Sorted; at most [`crate::hub::MAX_LISTED_USERS`] of them.
+        /// Sorted; one page of them.
         users: Vec<&'a str>,
         /// How many users there are in all.
         count: usize,
+        /// Pass as `after` for the next page; absent on the last page.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<&'a str>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -460,12 +558,28 @@ mod tests {
         ));
         assert!(matches!(
             command(r#"{"type":"users"}"#).1,
-            Command::Users { group: None }
+            Command::Users { group: None, page } if page.limit == DEFAULT_USERS_PAGE && page.after.is_none()
         ));
+        // A page is cut to the most a reply carries, and costs by its size.
+        let (_, users) = command(r#"{"type":"users","limit":1000000,"after":"bob"}"#);
+        assert!(matches!(
+            &users,
+            Command::Users { page, .. } if page.limit == MAX_PAGE && page.after.as_deref() == Some("bob")
+        ));
+        assert_eq!(users.cost(), 11);
+        assert_eq!(Command::Ping.cost(), 1);
+        assert_eq!(command(r#"{"type":"users","limit":0}"#).1.cost(), 2);
+        assert_eq!(command(r#"{"type":"history","symbol":"x"}"#).1.cost(), 11);
+        assert_eq!(
+            command(r#"{"type":"history","symbol":"x","limit":50,"before":9}"#)
+                .1
+                .cost(),
+            2
+        );
         assert!(matches!(command(r#"{"type":"ping"}"#).1, Command::Ping));
         assert!(matches!(
             command(r#"{"type":"history","symbol":"600519","limit":5}"#).1,
-            Command::History { symbol, limit: Some(5) } if symbol == "600519"
+            Command::History { symbol, page: HistoryPage { limit: Some(5), before: None } } if symbol == "600519"
         ));
         let (id, _) = command(r#"{"type":"ping","id":18446744073709551615}"#);
         assert_eq!(id, Some(RequestId::UInt(u64::MAX)));
@@ -538,6 +652,30 @@ mod tests {
         assert!(!valid_name(" alice"));
         assert!(!valid_name("alice "));
         assert!(!valid_name("a\nb"));
+        // Look-alikes and invisible names.
+        for bad in [
+            "alice\u{200b}",
+            "\u{200b}",
+            "\u{202e}ecila",
+            "\u{feff}alice",
+            "al\u{2028}ice",
+            "a\u{00a0}b",
+            "\u{3164}",
+            "a\u{e000}",
+            "a\u{0378}",
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+            assert_eq!(
+                normalize_name(bad).map_err(|e| e.code),
+                Err(ErrorCode::InvalidName)
+            );
+        }
+        assert!(valid_name("alice b"));
+        assert!(valid_name("❤\u{fe0f}"));
+        // The same name typed two ways is one name.
+        assert_eq!(normalize_name("e\u{301}"), Ok("\u{e9}".to_owned()));
+        assert_eq!(normalize_name("\u{e9}"), Ok("\u{e9}".to_owned()));
+        assert!(normalize_name(&"x".repeat(10_000)).is_err());
         assert!(valid_group("room-1.a:b_c"));
         assert!(!valid_group("room 1"));
         assert!(!valid_group(""));

@@ -55,6 +55,12 @@ impl TokenBucket {
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {
+        self.check_cost(now, 1)
+    }
+
+    /// Like [`TokenBucket::check`] for a command that costs `cost` tokens (at most the
+    /// whole bucket, so that any command can pass after a pause).
+    pub fn check_cost(&mut self, now: Instant, cost: u32) -> Verdict {
         let now = seconds(now);
         let elapsed = (now - self.last).max(0.0) as f32;
         self.last = now;
@@ -62,8 +68,9 @@ impl TokenBucket {
         if self.tokens >= self.burst {
             self.strikes = 0;
         }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let cost = (cost as f32).min(self.burst);
+        if self.tokens >= cost {
+            self.tokens -= cost;
             return Verdict::Allow;
         }
         self.strikes += 1;
@@ -94,6 +101,23 @@ mod tests {
             assert_eq!(b.check(t1), Verdict::Allow);
         }
         assert_eq!(b.check(t1), Verdict::Refuse);
+    }
+
+    #[test]
+    fn expensive_commands_take_more_tokens() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 20.0, t0);
+        assert_eq!(b.check_cost(t0, 11), Verdict::Allow);
+        assert_eq!(b.check_cost(t0, 11), Verdict::Refuse);
+        // What is left still pays for cheap ones.
+        for _ in 0..9 {
+            assert_eq!(b.check_cost(t0, 1), Verdict::Allow);
+        }
+        assert_eq!(b.check_cost(t0, 1), Verdict::Refuse);
+        // A cost above the bucket's size is charged as the whole bucket.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(b.check_cost(t1, 1000), Verdict::Allow);
+        assert_eq!(b.check_cost(t1, 1), Verdict::Refuse);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use actix_web::{dev::Server, http::header, web, App, HttpRequest, HttpResponse, 
 
 use crate::auth::Verifier;
 use crate::config::Config;
+use crate::fdlimit::{self, Budget};
 use crate::hub::{self, Hub};
 use crate::opening::{bearer, Opening};
 use crate::session::{self, ConnectionSlot, Mode, Session, Shared};
@@ -63,6 +64,30 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     if verifier.is_none() {
         log::warn!("no auth secret set (--auth-secret / WXHUB_AUTH_SECRET): anyone can join under any name");
     }
+    let budget = Budget::new(fdlimit::raise_open_files(), config.max_connections);
+    match budget.open_files {
+        Some(open_files) => log::info!(
+            "accepting at most {} WebSocket connections (open-files limit {open_files}: {} kept \
+             for the process, {} for answering the excess with 503)",
+            budget.max_connections,
+            fdlimit::RESERVE,
+            budget.headroom
+        ),
+        None => log::info!(
+            "accepting at most {} WebSocket connections",
+            budget.max_connections
+        ),
+    }
+    if config
+        .max_connections
+        .is_some_and(|asked| asked > budget.max_connections)
+    {
+        log::warn!(
+            "--max-connections {} is more than the open-files limit allows; using {}",
+            config.max_connections.unwrap_or_default(),
+            budget.max_connections
+        );
+    }
     let state = AppState {
         shared: Arc::new(Shared {
             hub: hub.clone(),
@@ -70,7 +95,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             verifier,
         }),
         live: Arc::new(AtomicUsize::new(0)),
-        max_connections: config.max_connections,
+        max_connections: budget.max_connections,
         allowed_origins: Arc::new(
             config
                 .allowed_origins
@@ -99,8 +124,9 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     .tcp_nodelay(true)
     .on_connect(move |conn, _| set_write_timeout(conn, write_timeout_ms))
     .client_request_timeout(Duration::from_millis(config.handshake_timeout_ms))
-    // Leave room above our own limit so excess handshakes get a 503, not silence.
-    .max_connections(config.max_connections.saturating_add(1024))
+    // Leave room above our own limit so excess handshakes get a 503, not silence; the
+    // server counts per worker.
+    .max_connections((budget.max_connections + budget.headroom).div_ceil(config.workers as usize))
     .shutdown_timeout(config.drain_ms.div_ceil(1000))
     .disable_signals()
     .listen(listener)?

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::{Item, OpCode, Parser};
+use actix_web::error::PayloadError;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
@@ -30,14 +31,21 @@ use crate::hub::{self, Caller, Hub};
 use crate::opening::Opening;
 use crate::outbox::{Drained, Frames, Outbox, Wake, Wakes};
 use crate::pool::SessionId;
-use crate::protocol::{decode, encode, Command, Event, Inbound, RequestId};
+use crate::protocol::{decode, encode, normalize_name, Command, Event, Inbound, RequestId};
 use crate::ratelimit::{TokenBucket, Verdict};
+use crate::reader::{FrameReader, ReadError};
 
 /// Session ids come from one process-wide counter, so they are never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Failed joins (bad tokens) a session may make before it is closed.
-const MAX_FAILED_JOINS: u32 = 3;
+/// Failed joins (bad tokens) a connection may make in its whole life; the last of them
+/// closes it. A success does not reset the count, so a connection cannot be used to
+/// guess tokens at the rate limit's pace.
+const MAX_FAILED_JOINS: u8 = 3;
+
+/// Commands shed because the hub's mailbox was full, and when that was last logged.
+static SHED: AtomicU64 = AtomicU64::new(0);
+static SHED_LOGGED_AT: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Frames taken from an outbox, being written. One per worker thread rather than one
@@ -120,8 +128,15 @@ pub fn start(
 ) -> actix_web::Result<HttpResponse> {
     let mut response = ws::handshake(req)?;
     session.open(opening);
-    let codec = actix_http::ws::Codec::new().max_size(session.shared.limits.max_message);
-    let context = ws::WebsocketContext::with_codec(session, stream, codec);
+    let max = session.shared.limits.max_message;
+    // actix-web-actors' own reader buffers whatever a frame header declares (see
+    // [`crate::reader`]); it gets an input that ends at once, and the session reads the
+    // connection through a [`FrameReader`] instead.
+    let none = futures_util::stream::empty::<Result<Bytes, PayloadError>>();
+    let context = ws::WebsocketContext::with_factory(none, move |ctx| {
+        ctx.add_stream(FrameReader::new(stream, max));
+        session
+    });
     Ok(response.streaming(Output(Some(context))))
 }
 
@@ -232,6 +247,8 @@ struct Partial {
     data: Vec<u8>,
     /// Text messages must be valid UTF-8 (1007 if not); binary ones are checked as JSON.
     text: bool,
+    /// One of its frames was refused by the rate limit: the rest are read and dropped.
+    dropped: bool,
 }
 
 pub struct Session {
@@ -248,8 +265,11 @@ pub struct Session {
     partial: Option<Box<Partial>>,
     /// Set once the session has sent its close frame.
     closing: bool,
+    /// Set once the session has asked the hub to close it (after the replies the hub
+    /// still owes): what the client sends meanwhile is ignored.
+    ending: bool,
     bucket: TokenBucket,
-    failed_joins: u32,
+    failed_joins: u8,
     /// Released when the session is dropped, however it ends.
     _slot: ConnectionSlot,
 }
@@ -267,6 +287,7 @@ impl Session {
             last_heard: now,
             partial: None,
             closing: false,
+            ending: false,
             failed_joins: 0,
             _slot: slot,
         }
@@ -283,10 +304,69 @@ impl Session {
     /// into the outbox, so that it cannot overtake the hub's replies to earlier commands.
     fn reply_error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) {
         if self.registered {
-            self.shared.hub.do_send(hub::Relay {
-                session: self.id,
-                frame: encode(&Event::Error { id, code, message }),
-            });
+            let frame = encode(&Event::Error { id, code, message });
+            self.relay(Some(frame), None);
+        }
+    }
+
+    /// Has the hub queue `frame` (if any) behind its replies to this session's earlier
+    /// commands, then close the session with `close` (if any). Should the hub's mailbox
+    /// be full, the frame goes straight into the outbox, and the close happens now.
+    fn relay(&self, frame: Option<ByteString>, close: Option<CloseReason>) {
+        let relay = hub::Relay {
+            session: self.id,
+            frame,
+            close,
+        };
+        if let Err(SendError::Full(relay)) = self.shared.hub.try_send(relay) {
+            if let Some(outbox) = &self.outbox {
+                if let Some(frame) = &relay.frame {
+                    outbox.push(frame);
+                }
+                if let Some(reason) = relay.close {
+                    outbox.close(reason);
+                }
+            }
+        }
+    }
+
+    /// Ends the session with `reason` once the hub has queued its replies to what the
+    /// client sent before (and `last`, if given): a client closed for flooding or for bad
+    /// tokens still gets every reply it was owed, then the close frame.
+    fn end(&mut self, reason: CloseReason, last: Option<ByteString>) {
+        if !std::mem::replace(&mut self.ending, true) {
+            self.relay(last, Some(reason));
+        }
+    }
+
+    /// Hands a command to the hub, or, when the hub's mailbox is full, sheds it with an
+    /// `overloaded` error the client sees (straight into the outbox: the hub cannot take
+    /// it, so it may overtake replies to commands the hub still holds).
+    fn to_hub<M>(&self, id: Option<&RequestId>, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Hub: Handler<M>,
+    {
+        if let Err(SendError::Full(_)) = self.shared.hub.try_send(msg) {
+            let shed = SHED.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = crate::protocol::now_ms() / 1000;
+            let last = SHED_LOGGED_AT.load(Ordering::Relaxed);
+            if now >= last + 10
+                && SHED_LOGGED_AT
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                log::warn!(
+                    "the hub's mailbox is full: {shed} commands shed with `overloaded` so far"
+                );
+            }
+            if let Some(outbox) = &self.outbox {
+                outbox.push(&encode(&Event::Error {
+                    id,
+                    code: ErrorCode::Overloaded,
+                    message: "the hub is busy; retry shortly",
+                }));
+            }
         }
     }
 
@@ -362,12 +442,13 @@ impl Session {
         self.shut(ctx, CloseReason::TooBig, note);
     }
 
-    /// Applies the rate limit to one incoming message; false if it must be dropped.
-    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+    /// Applies the rate limit to one incoming frame, which costs `cost` tokens; false if
+    /// it must be dropped.
+    fn admit(&mut self, cost: u32) -> bool {
         if self.mode == Mode::Echo {
             return true;
         }
-        match self.bucket.check(Instant::now()) {
+        match self.bucket.check_cost(Instant::now(), cost) {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 self.reply_error(None, ErrorCode::RateLimited, "slow down");
@@ -375,65 +456,68 @@ impl Session {
             }
             Verdict::Close => {
                 log::info!("session {} closed: flooding", self.id);
-                self.shut(ctx, CloseReason::Flood, None);
+                self.end(CloseReason::Flood, None);
                 false
             }
         }
     }
 
-    /// Sends the hub a join whose token holds (any, on a hub without a secret); otherwise
-    /// counts the refusal and returns it for the caller to answer.
+    /// Sends the hub a join under a valid name (normalized to NFC) whose token holds
+    /// (any, on a hub without a secret); otherwise returns the refusal for the caller to
+    /// answer, counting it if it was the token's. `direct` lets the handshake's join
+    /// bypass the mailbox bound, as its other commands do.
     fn try_join(
         &mut self,
         id: Option<&RequestId>,
-        name: String,
+        name: &str,
         token: Option<&str>,
         classic: bool,
+        direct: bool,
     ) -> Option<ReplyError> {
+        let name = match normalize_name(name) {
+            Ok(name) => name,
+            Err(e) => return Some(e),
+        };
         let verdict = match &self.shared.verifier {
             Some(verifier) => verifier.verify(token, &name),
             None => Ok(Grant::all()),
         };
         match verdict {
             Ok(grant) => {
-                self.failed_joins = 0;
-                self.shared.hub.do_send(hub::Join {
+                let join = hub::Join {
                     caller: self.caller(id.cloned()),
                     name,
                     classic,
                     grant,
-                });
+                };
+                if direct {
+                    self.shared.hub.do_send(join);
+                } else {
+                    self.to_hub(id, join);
+                }
                 None
             }
             Err(e) => {
-                self.failed_joins += 1;
+                self.failed_joins = self.failed_joins.saturating_add(1);
                 Some(e)
             }
         }
     }
 
-    /// A join from a frame: the third refused one closes the connection.
-    fn join(
-        &mut self,
-        id: Option<RequestId>,
-        name: String,
-        token: Option<String>,
-        classic: bool,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        let Some(e) = self.try_join(id.as_ref(), name, token.as_deref(), classic) else {
+    /// A join from a frame: the connection's third refused token closes it.
+    fn join(&mut self, id: Option<RequestId>, name: String, token: Option<String>, classic: bool) {
+        let Some(e) = self.try_join(id.as_ref(), &name, token.as_deref(), classic, false) else {
             return;
         };
-        if self.failed_joins >= MAX_FAILED_JOINS {
-            // Written just before the close, as a relayed reply would come too late.
-            let last = encode(&Event::Error {
-                id: id.as_ref(),
-                code: e.code,
-                message: &e.message,
-            });
-            self.shut(ctx, CloseReason::Unauthorized, Some(last));
+        let frame = encode(&Event::Error {
+            id: id.as_ref(),
+            code: e.code,
+            message: &e.message,
+        });
+        if e.code == ErrorCode::Unauthorized && self.failed_joins >= MAX_FAILED_JOINS {
+            self.end(CloseReason::Unauthorized, Some(frame));
         } else {
-            self.reply_error(id.as_ref(), e.code, &e.message);
+            self.relay(Some(frame), None);
         }
     }
 
@@ -463,7 +547,9 @@ impl Session {
             presence,
         } = opening;
         // One refusal at most, so never the third that closes: answered like any other.
-        if let Some(e) = name.and_then(|name| self.try_join(None, name, token.as_deref(), false)) {
+        if let Some(e) =
+            name.and_then(|name| self.try_join(None, &name, token.as_deref(), false, true))
+        {
             self.reply_error(None, e.code, &e.message);
         }
         for group in groups {
@@ -476,7 +562,7 @@ impl Session {
     }
 
     /// Handles one complete text message.
-    fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_text(&mut self, text: ByteString) {
         if self.mode == Mode::Echo {
             return write_frame(OpCode::Text, text.as_bytes());
         }
@@ -485,54 +571,58 @@ impl Session {
                 return self.reply_error(e.id.as_ref(), ErrorCode::BadRequest, &e.message);
             }
             Ok(Inbound::LegacyStock) => {
-                return self
-                    .shared
-                    .hub
-                    .do_send(hub::SubscribeClassicFeed { session: self.id })
+                let id = self.id;
+                return self.to_hub(None, hub::SubscribeClassicFeed { session: id });
             }
-            Ok(Inbound::LegacyJoin { id, name, token }) => {
-                return self.join(id, name, token, true, ctx)
-            }
+            Ok(Inbound::LegacyJoin { id, name, token }) => return self.join(id, name, token, true),
             Ok(Inbound::Command { id, command }) => (id, command),
         };
-        let hub = &self.shared.hub;
+        // The frame paid one token; a command whose reply grows with what it asks for
+        // pays the rest of its cost now.
+        let extra = command.cost().saturating_sub(1);
+        if extra > 0 && !self.admit(extra) {
+            return;
+        }
+        let caller = self.caller(id.clone());
+        let id = id.as_ref();
         match command {
-            Command::Ping => hub.do_send(hub::Ping {
-                caller: self.caller(id),
-            }),
-            Command::Join { name, token } => self.join(id, name, token, false, ctx),
-            Command::Direct { to, body } => hub.do_send(hub::SendDirect {
-                caller: self.caller(id),
-                to,
-                body,
-            }),
-            Command::Broadcast { body } => hub.do_send(hub::Broadcast {
-                caller: self.caller(id),
-                body,
-            }),
-            Command::Subscribe { group, presence } => hub.do_send(hub::Subscribe {
-                caller: self.caller(id),
-                group,
-                presence,
-            }),
-            Command::Unsubscribe { group } => hub.do_send(hub::Unsubscribe {
-                caller: self.caller(id),
-                group,
-            }),
-            Command::Publish { group, body } => hub.do_send(hub::Publish {
-                caller: self.caller(id),
-                group,
-                body,
-            }),
-            Command::Users { group } => hub.do_send(hub::ListUsers {
-                caller: self.caller(id),
-                group,
-            }),
-            Command::History { symbol, limit } => hub.do_send(hub::ShowHistory {
-                caller: self.caller(id),
-                symbol,
-                limit,
-            }),
+            Command::Ping => self.to_hub(id, hub::Ping { caller }),
+            Command::Join { name, token } => self.join(caller.id, name, token, false),
+            Command::Direct { to, body } => self.to_hub(id, hub::SendDirect { caller, to, body }),
+            Command::Broadcast { body } => self.to_hub(id, hub::Broadcast { caller, body }),
+            Command::Subscribe { group, presence } => self.to_hub(
+                id,
+                hub::Subscribe {
+                    caller,
+                    group,
+                    presence,
+                },
+            ),
+            Command::Unsubscribe { group } => self.to_hub(id, hub::Unsubscribe { caller, group }),
+            Command::Publish { group, body } => self.to_hub(
+                id,
+                hub::Publish {
+                    caller,
+                    group,
+                    body,
+                },
+            ),
+            Command::Users { group, page } => self.to_hub(
+                id,
+                hub::ListUsers {
+                    caller,
+                    group,
+                    page,
+                },
+            ),
+            Command::History { symbol, page } => self.to_hub(
+                id,
+                hub::ShowHistory {
+                    caller,
+                    symbol,
+                    page,
+                },
+            ),
         }
     }
 
@@ -542,7 +632,7 @@ impl Session {
             return write_frame(OpCode::Binary, &data);
         }
         match ByteString::try_from(data) {
-            Ok(s) => self.on_text(s, ctx),
+            Ok(s) => self.on_text(s),
             Err(_) if text => self.shut(ctx, CloseReason::InvalidData, None),
             Err(_) => self.reply_error(
                 None,
@@ -552,39 +642,48 @@ impl Session {
         }
     }
 
-    fn on_continuation(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+    /// One frame of a fragmented message; `admitted` says whether the rate limit let it
+    /// through. A refused frame drops its whole message (the client got `rate_limited`):
+    /// the message's later frames are read and dropped too.
+    fn on_continuation(
+        &mut self,
+        item: Item,
+        admitted: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let (chunk, first, last): (Bytes, Option<bool>, bool) = match item {
             Item::FirstText(b) => (b, Some(true), false),
             Item::FirstBinary(b) => (b, Some(false), false),
             Item::Continue(b) => (b, None, false),
             Item::Last(b) => (b, None, true),
         };
-        match (first, &mut self.partial) {
+        let max = self.shared.limits.max_message;
+        let partial = match (first, &mut self.partial) {
             (Some(_), Some(_)) | (None, None) => {
                 // A new message began inside another, or a continuation has no start.
                 return self.shut(ctx, CloseReason::Protocol, None);
             }
-            (Some(text), None) => {
-                self.partial = Some(Box::new(Partial {
-                    data: Vec::with_capacity(chunk.len().min(self.shared.limits.max_message)),
-                    text,
-                }))
-            }
-            (None, Some(_)) => {}
-        }
-        let Some(partial) = &mut self.partial else {
-            return;
+            (Some(text), None) => self.partial.insert(Box::new(Partial {
+                data: Vec::with_capacity(chunk.len().min(max)),
+                text,
+                dropped: false,
+            })),
+            (None, Some(partial)) => partial,
         };
-        if partial.data.len() + chunk.len() > self.shared.limits.max_message {
+        if partial.data.len() + chunk.len() > max {
             self.partial = None;
             return self.too_big(ctx);
         }
-        partial.data.extend_from_slice(&chunk);
+        if !admitted || partial.dropped {
+            // Keep counting its size, so a dropped message still cannot outgrow the limit.
+            partial.dropped = true;
+            partial.data.clear();
+        } else {
+            partial.data.extend_from_slice(&chunk);
+        }
         if last {
-            if let Some(p) = self.partial.take() {
-                if self.admit(ctx) {
-                    self.on_bytes(Bytes::from(p.data), p.text, ctx);
-                }
+            if let Some(p) = self.partial.take().filter(|p| !p.dropped) {
+                self.on_bytes(Bytes::from(p.data), p.text, ctx);
             }
         }
     }
@@ -642,14 +741,23 @@ impl StreamHandler<Wake> for Session {
     }
 }
 
+/// actix-web-actors' own reader: given an input that ends at once (see [`start`]), it
+/// never yields anything, and its end must not stop the session.
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Result<ws::Message, ws::ProtocolError>, _: &mut Self::Context) {}
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// The client's frames, from the session's [`FrameReader`]; when it ends, the session
+/// stops (the default `finished`).
+impl StreamHandler<Result<ws::Message, ReadError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ReadError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         let msg = match item {
             Ok(msg) => msg,
-            Err(ws::ProtocolError::Overflow) => return self.too_big(ctx),
-            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
-                // actix-web-actors reports a text frame that is not UTF-8 this way.
+            Err(ReadError::TooBig) => return self.too_big(ctx),
+            Err(ReadError::InvalidUtf8) => {
                 return self.shut(ctx, CloseReason::InvalidData, None);
             }
             Err(e) => {
@@ -657,38 +765,39 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 return self.shut(ctx, CloseReason::Protocol, None);
             }
         };
+        if let ws::Message::Close(reason) = msg {
+            if !std::mem::replace(&mut self.closing, true) {
+                write_close(reason);
+            }
+            return ctx.stop();
+        }
+        if self.ending || self.closing {
+            // Closing: the hub is writing the last replies; nothing more is taken.
+            return;
+        }
+        // Every frame costs a token, control frames and fragments included: a peer's
+        // stream of pongs or empty continuations is a flood like any other.
+        let admitted = self.admit(1);
         match msg {
-            ws::Message::Text(text) => {
-                if self.partial.is_some() {
-                    return self.shut(ctx, CloseReason::Protocol, None);
-                }
-                if self.admit(ctx) {
-                    self.on_text(text, ctx);
-                }
+            ws::Message::Continuation(item) => self.on_continuation(item, admitted, ctx),
+            _ if self.partial.is_some() && !msg_is_control(&msg) => {
+                // A new data message inside a fragmented one.
+                self.shut(ctx, CloseReason::Protocol, None)
             }
-            ws::Message::Binary(data) => {
-                if self.partial.is_some() {
-                    return self.shut(ctx, CloseReason::Protocol, None);
-                }
-                if self.admit(ctx) {
-                    self.on_bytes(data, false, ctx);
-                }
-            }
-            ws::Message::Continuation(item) => self.on_continuation(item, ctx),
-            ws::Message::Ping(payload) => {
-                if self.admit(ctx) {
-                    write_frame(OpCode::Pong, &payload);
-                }
-            }
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(reason) => {
-                if !std::mem::replace(&mut self.closing, true) {
-                    write_close(reason);
-                }
-                ctx.stop();
-            }
+            _ if !admitted => {}
+            ws::Message::Text(text) => self.on_text(text),
+            ws::Message::Binary(data) => self.on_bytes(data, false, ctx),
+            ws::Message::Ping(payload) => write_frame(OpCode::Pong, &payload),
+            ws::Message::Pong(_) | ws::Message::Nop | ws::Message::Close(_) => {}
         }
     }
+}
+
+fn msg_is_control(msg: &ws::Message) -> bool {
+    matches!(
+        msg,
+        ws::Message::Ping(_) | ws::Message::Pong(_) | ws::Message::Close(_) | ws::Message::Nop
+    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::error::ErrorCode;
 use crate::hub::DeliverTick;
 use crate::market::{Model, ModelConfig};
 use crate::outbox::Outbox;
-use crate::protocol::{encode, is_stock_group, now_ms, Event, RequestId};
+use crate::protocol::{encode, is_stock_group, now_ms, Event, HistoryPage, RequestId, MAX_PAGE};
 
 /// The hub-internal group of classic `stock` subscribers. Not a valid group name, so no
 /// client can subscribe or publish to it by name.
@@ -52,13 +52,13 @@ pub struct Watch {
     pub watched: bool,
 }
 
-/// `history`: the last quotes of a symbol, answered into the caller's outbox.
+/// `history`: one page of a symbol's last quotes, answered into the caller's outbox.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct History {
     pub id: Option<RequestId>,
     pub symbol: String,
-    pub limit: Option<usize>,
+    pub page: HistoryPage,
     pub outbox: Arc<Outbox>,
 }
 
@@ -138,9 +138,17 @@ impl Ticker {
 
     fn advance(&mut self) {
         self.model.step(now_ms());
-        self.hub.do_send(DeliverTick {
-            frames: self.frames(),
-        });
+        // A hub whose mailbox is full skips this tick rather than queue it: the next one
+        // carries the current prices anyway.
+        if self
+            .hub
+            .try_send(DeliverTick {
+                frames: self.frames(),
+            })
+            .is_err()
+        {
+            log::debug!("tick skipped: the hub is busy");
+        }
     }
 
     /// Arms the next tick. Re-armed from now after each tick rather than on a fixed
@@ -197,7 +205,11 @@ impl Handler<History> for Ticker {
                 symbol: &msg.symbol,
                 quotes: self
                     .model
-                    .history(i, msg.limit.unwrap_or(self.history_len).max(1))
+                    .history(
+                        i,
+                        msg.page.limit.unwrap_or(self.history_len).min(MAX_PAGE),
+                        msg.page.before,
+                    )
                     .collect(),
             }),
             None => encode(&Event::Error {

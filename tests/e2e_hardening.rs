@@ -159,7 +159,7 @@ async fn origins_are_checked_before_the_upgrade() {
 #[actix_web::test]
 async fn the_connection_limit_answers_503() {
     let hub = TestHub::start(Config {
-        max_connections: 2,
+        max_connections: Some(2),
         ..config()
     });
     let a = hub.client().await;

@@ -6,9 +6,10 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::auth::Grant;
+use crate::error::CloseReason;
 use crate::outbox::Outbox;
 use crate::pool::SessionId;
-use crate::protocol::{Body, RequestId};
+use crate::protocol::{Body, HistoryPage, RequestId, UsersPage};
 use crate::ticker::Ticker;
 
 /// Who sent a command, and the `id` its reply echoes.
@@ -27,15 +28,17 @@ pub struct Connect {
 }
 
 /// A reply the session made itself, about a command the hub never saw (`bad_request`,
-/// `rate_limited`, `unauthorized`): the hub queues it as it queues its own replies, so
-/// that it comes after the replies to the commands the client sent before, the
-/// handshake's included. Rare by construction: a session that keeps provoking them is
-/// closed (rate limit, three failed joins).
+/// `rate_limited`, `unauthorized`), and/or a close the session decided on (flood, bad
+/// tokens): the hub queues the frame as it queues its own replies, so that it comes
+/// after the replies to the commands the client sent before, the handshake's included,
+/// and then closes the outbox, so the session writes all of that before its close
+/// frame. Rare by construction: a session that keeps provoking them is closed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Relay {
     pub session: SessionId,
-    pub frame: ByteString,
+    pub frame: Option<ByteString>,
+    pub close: Option<CloseReason>,
 }
 
 /// A session ended; it leaves its user and its groups.
@@ -99,12 +102,13 @@ pub struct Publish {
     pub body: Body,
 }
 
-/// `users`: the online users, or a group's.
+/// `users`: one page of the online users, or of a group's.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ListUsers {
     pub caller: Caller,
     pub group: Option<String>,
+    pub page: UsersPage,
 }
 
 /// `ping`: answered through the hub so that `pong` keeps its place among the replies.
@@ -127,7 +131,7 @@ pub struct SubscribeClassicFeed {
 pub struct ShowHistory {
     pub caller: Caller,
     pub symbol: String,
-    pub limit: Option<usize>,
+    pub page: HistoryPage,
 }
 
 /// One tick from the ticker: the frame for each of its groups, made once. The hub

@@ -10,7 +10,7 @@ use super::*;
 use crate::auth::Grant;
 use crate::market::{default_symbols, ModelConfig};
 use crate::outbox::Wake;
-use crate::protocol::{Body, RequestId};
+use crate::protocol::{Body, HistoryPage, RequestId, UsersPage, MAX_PAGE};
 use crate::ticker::{Advance, IsRunning};
 
 /// A message body, as a session would pass it on.
@@ -130,12 +130,20 @@ fn hub_with(max_groups: usize, market: Option<Market>) -> Addr<Hub> {
         max_groups,
         market,
         heartbeat: None,
+        mailbox: DEFAULT_MAILBOX,
     })
     .start()
 }
 
 fn hub() -> Addr<Hub> {
     hub_with(100, None)
+}
+
+fn page(after: Option<&str>, limit: usize) -> UsersPage {
+    UsersPage {
+        limit,
+        after: after.map(str::to_owned),
+    }
 }
 
 fn market() -> Market {
@@ -224,6 +232,7 @@ async fn commands_before_join_answer_not_joined() {
     hub.do_send(ListUsers {
         caller: a.caller(Some(5)),
         group: None,
+        page: page(None, 100),
     });
     let events = a.take().await;
     assert_eq!(events.len(), 5);
@@ -358,6 +367,7 @@ async fn users_lists_online_users_and_group_members() {
     hub.do_send(ListUsers {
         caller: a.caller(Some(1)),
         group: None,
+        page: page(None, 100),
     });
     assert_eq!(
         a.one().await,
@@ -366,6 +376,7 @@ async fn users_lists_online_users_and_group_members() {
     hub.do_send(ListUsers {
         caller: a.caller(None),
         group: Some("room".into()),
+        page: page(None, 100),
     });
     assert_eq!(
         a.one().await,
@@ -532,6 +543,7 @@ fn each_beat_checks_one_phase_of_the_sessions() {
         max_groups: 10,
         market: None,
         heartbeat: None,
+        mailbox: DEFAULT_MAILBOX,
     });
     let outboxes: Vec<Arc<Outbox>> = (0..32)
         .map(|id| {
@@ -565,6 +577,7 @@ async fn the_hub_paces_every_sessions_heartbeat() {
         max_groups: 10,
         market: None,
         heartbeat: Some(Duration::from_millis(80)),
+        mailbox: DEFAULT_MAILBOX,
     })
     .start();
     // Sessions in different phases (ids modulo 8), joined or not.
@@ -661,7 +674,10 @@ async fn history_answers_the_last_quotes() {
     hub.do_send(ShowHistory {
         caller: page.caller(Some(4)),
         symbol: "000001".into(),
-        limit: Some(3),
+        page: HistoryPage {
+            limit: Some(3),
+            before: None,
+        },
     });
     settle(&hub).await;
     ticker.send(IsRunning).await.unwrap();
@@ -674,7 +690,7 @@ async fn history_answers_the_last_quotes() {
     hub.do_send(ShowHistory {
         caller: page.caller(None),
         symbol: "000001".into(),
-        limit: None,
+        page: HistoryPage::default(),
     });
     settle(&hub).await;
     ticker.send(IsRunning).await.unwrap();
@@ -683,7 +699,7 @@ async fn history_answers_the_last_quotes() {
     hub.do_send(ShowHistory {
         caller: page.caller(None),
         symbol: "XYZ".into(),
-        limit: None,
+        page: HistoryPage::default(),
     });
     settle(&hub).await;
     ticker.send(IsRunning).await.unwrap();
@@ -750,6 +766,7 @@ async fn subscribing_twice_then_leaving_once_leaves() {
     hub.do_send(ListUsers {
         caller: watcher.caller(None),
         group: Some("room".into()),
+        page: page(None, 100),
     });
     assert_eq!(watcher.one().await["users"], json!(["w"]));
 }
@@ -776,25 +793,40 @@ async fn a_slow_consumer_leaves_with_a_presence_event() {
 }
 
 #[actix::test]
-async fn users_lists_at_most_a_thousand_names_and_counts_all() {
+async fn users_pages_through_every_name_once_and_counts_all() {
     let hub = hub();
     let mut clients = Vec::new();
-    for id in 0..(MAX_LISTED_USERS as u64 + 5) {
+    let total = MAX_PAGE as u64 + 5;
+    for id in 0..total {
         let c = client(&hub, id + 1).await;
         c.send_join(None, &format!("u{id:05}"), false);
         clients.push(c);
     }
     let asker = &clients[0];
     asker.take().await;
-    hub.do_send(ListUsers {
-        caller: asker.caller(None),
-        group: None,
-    });
-    let users = asker.one().await;
-    assert_eq!(users["count"], MAX_LISTED_USERS + 5);
-    let names = users["users"].as_array().unwrap();
-    assert_eq!(names.len(), MAX_LISTED_USERS);
-    assert_eq!(names[0], "u00000");
+    let mut after: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        hub.do_send(ListUsers {
+            caller: asker.caller(None),
+            group: None,
+            page: page(after.as_deref(), 300),
+        });
+        let users = asker.one().await;
+        assert_eq!(users["count"], total);
+        let names = users["users"].as_array().unwrap();
+        assert!(names.len() <= 300);
+        seen.extend(names.iter().map(|n| n.as_str().unwrap().to_owned()));
+        match users.get("next") {
+            Some(next) => {
+                assert_eq!(next, names.last().unwrap(), "next is the page's last name");
+                after = Some(next.as_str().unwrap().to_owned());
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..total).map(|id| format!("u{id:05}")).collect();
+    assert_eq!(seen, expected, "every name once, in order");
 }
 
 #[actix::test]
