@@ -362,7 +362,8 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
     let hub = sys.block_on(async {
         let hub = Hub::new(HubConfig {
             max_groups: 100,
-            market: None,
+            policies: wxhub::policy::Policies::standard(),
+            feeds: Vec::new(),
             heartbeat: None,
             mailbox: wxhub::hub::DEFAULT_MAILBOX,
         })

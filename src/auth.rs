@@ -13,7 +13,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, ReplyError};
-use crate::protocol::is_stock_group;
 
 /// The claims wxhub reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,13 +46,12 @@ impl Grant {
         self.groups.is_some()
     }
 
-    /// Whether the user may subscribe to or publish in `group`.
+    /// Whether the token lets the user subscribe to or publish in `group` (groups whose
+    /// policy is open to every token, the market data, are the router's to let in).
     pub fn allows(&self, group: &str) -> bool {
-        is_stock_group(group)
-            || self
-                .groups
-                .as_ref()
-                .is_none_or(|groups| groups.contains(group))
+        self.groups
+            .as_ref()
+            .is_none_or(|groups| groups.contains(group))
     }
 }
 
@@ -224,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_claim_limits_groups_but_not_stock() {
+    fn groups_claim_limits_groups() {
         let v = Verifier::new(SECRET);
         let t = mint(
             SECRET,
@@ -236,7 +234,7 @@ mod tests {
         let grant = v.verify(Some(&t), "a").unwrap();
         assert!(grant.allows("sales"));
         assert!(!grant.allows("hr"));
-        assert!(grant.allows("stock"));
-        assert!(grant.allows("stock.600519"));
+        assert!(grant.is_limited());
+        assert!(Grant::all().allows("hr") && !Grant::all().is_limited());
     }
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::hub::HubConfig;
 use crate::market::{default_symbols, ModelConfig, Symbol};
+use crate::policy::Policies;
 use crate::session::Limits;
 use crate::ticker::Market;
 
@@ -67,7 +68,7 @@ pub struct Config {
     pub heartbeat_ms: u64,
 
     /// A client the hub has heard nothing from (no frame, no pong) for this long is
-    /// dropped with close code 1008. Must be longer than `--heartbeat-ms`.
+    /// dropped with close code 4000. Must be longer than `--heartbeat-ms`.
     #[arg(long, env = "WXHUB_CLIENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_timeout_ms: u64,
 
@@ -76,7 +77,7 @@ pub struct Config {
     pub max_groups: usize,
 
     /// Most bytes that may wait for one slow client; past it the client is closed with
-    /// 1008 "slow consumer" and its queue dropped.
+    /// 4001 "slow consumer" and its queue dropped.
     #[arg(long, env = "WXHUB_MAX_QUEUED_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_queued_bytes: u64,
 
@@ -132,7 +133,7 @@ pub struct Config {
 
     /// Commands one session may send in a burst (token bucket size). Past it commands
     /// get `rate_limited`; a session that gets this many `rate_limited` errors without
-    /// pausing long enough to refill the bucket is closed with 1008.
+    /// pausing long enough to refill the bucket is closed with 4002.
     #[arg(long, env = "WXHUB_RATE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_burst: u32,
 
@@ -238,10 +239,12 @@ impl Config {
         }
     }
 
+    /// The hub's settings; its fed groups are the ticker's.
     pub fn hub(&self) -> HubConfig {
         HubConfig {
             max_groups: self.max_groups,
-            market: Some(self.market()),
+            policies: Policies::standard(),
+            feeds: self.market().groups(),
             heartbeat: Some(self.limits().heartbeat),
             mailbox: self.hub_mailbox,
         }

@@ -87,6 +87,11 @@ impl ReplyError {
 }
 
 /// Why the hub ends a connection; each maps to one WebSocket close code.
+///
+/// The RFC's codes keep their meanings (1000, 1001, 1002, 1007, 1009, 1011); the hub's
+/// own reasons have application codes a client can act on without reading text, in two
+/// ranges, as centrifuge's disconnect codes do: 4000-4499, reconnect (with backoff);
+/// 4500-4999, do not reconnect until the cause is fixed ([`CloseReason::reconnect`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// 1000: the client asked to close.
@@ -97,14 +102,14 @@ pub enum CloseReason {
     Protocol,
     /// 1007: a text message was not valid UTF-8.
     InvalidData,
-    /// 1008: heartbeat timeout or another policy breach.
+    /// 4000: nothing heard from the client (no frame, no pong) for the client timeout.
     HeartbeatTimeout,
-    /// 1008: the client fell too far behind; its queued bytes passed the bound.
+    /// 4001: the client fell too far behind; its queued bytes passed the bound.
     SlowConsumer,
-    /// 1008: too many failed joins (bad tokens).
-    Unauthorized,
-    /// 1008: the client kept sending past its rate limit.
+    /// 4002: the client kept sending past its rate limit.
     Flood,
+    /// 4500: three bad tokens on one connection.
+    Unauthorized,
     /// 1009: a frame or reassembled message exceeded the size limit.
     TooBig,
     /// 1011: the hub failed internally.
@@ -119,13 +124,20 @@ impl CloseReason {
             CloseReason::Shutdown => 1001,
             CloseReason::Protocol => 1002,
             CloseReason::InvalidData => 1007,
-            CloseReason::HeartbeatTimeout
-            | CloseReason::SlowConsumer
-            | CloseReason::Unauthorized
-            | CloseReason::Flood => 1008,
+            CloseReason::HeartbeatTimeout => 4000,
+            CloseReason::SlowConsumer => 4001,
+            CloseReason::Flood => 4002,
+            CloseReason::Unauthorized => 4500,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
         }
+    }
+
+    /// Whether a client should reconnect after a close with `code`: not after 1000 (it
+    /// asked), nor after a code of 4500-4999 (it must fix the cause first, e.g. get a
+    /// new token); after any other, with backoff.
+    pub fn reconnect(code: u16) -> bool {
+        !(code == 1000 || (4500..=4999).contains(&code))
     }
 
     /// The close frame's reason text.
@@ -148,6 +160,37 @@ impl CloseReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_codes_are_distinct_and_say_whether_to_reconnect() {
+        let all = [
+            CloseReason::Normal,
+            CloseReason::Shutdown,
+            CloseReason::Protocol,
+            CloseReason::InvalidData,
+            CloseReason::HeartbeatTimeout,
+            CloseReason::SlowConsumer,
+            CloseReason::Flood,
+            CloseReason::Unauthorized,
+            CloseReason::TooBig,
+            CloseReason::Internal,
+        ];
+        let codes: std::collections::HashSet<u16> = all.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), all.len());
+        for r in [
+            CloseReason::Shutdown,
+            CloseReason::HeartbeatTimeout,
+            CloseReason::SlowConsumer,
+            CloseReason::Flood,
+            CloseReason::Internal,
+        ] {
+            assert!(CloseReason::reconnect(r.code()), "{r:?}");
+        }
+        assert!(!CloseReason::reconnect(CloseReason::Unauthorized.code()));
+        assert!(!CloseReason::reconnect(CloseReason::Normal.code()));
+        // A dropped connection (1006, never sent on the wire) is worth another try.
+        assert!(CloseReason::reconnect(1006));
+    }
 
     #[test]
     fn wire_strings_match_serde() {

@@ -11,12 +11,15 @@
 //! - [`ratelimit`]: the per-session token bucket against floods.
 //! - [`reader`]: the client's frames, read with a hard bound on what a peer can make the
 //!   hub buffer.
-//! - [`pool`]: the hub's state (sessions, users, groups) as a plain struct.
-//! - [`hub`]: the `Hub` actor and its messages (`hub/messages.rs`): joins, direct,
-//!   broadcast, group routing.
+//! - [`pool`]: who is where (sessions, users, groups) as a plain struct.
+//! - [`policy`]: what each group allows, by name rules, in one type.
+//! - [`router`]: every routing rule, synchronous: what happens to a join, a publish, a
+//!   direct message, from a session or from the server.
+//! - [`hub`]: the `Hub` actor, a thin shell around the router, and its messages
+//!   (`hub/messages.rs`).
 //! - [`session`]: the `Session` actor, one per WebSocket; the only code touching a socket.
 //! - [`market`]: the simulated market (seeded random walk per symbol).
-//! - [`ticker`]: the `Ticker` actor that feeds the stock groups.
+//! - [`ticker`]: the `Ticker` actor that feeds the stock groups, beside the hub.
 //! - [`server`]: routes and wiring; `server::run(listener, config)` serves.
 
 pub mod auth;
@@ -27,10 +30,12 @@ pub mod hub;
 pub mod market;
 pub mod opening;
 pub mod outbox;
+pub mod policy;
 pub mod pool;
 pub mod protocol;
 pub mod ratelimit;
 pub mod reader;
+pub mod router;
 pub mod server;
 pub mod session;
 pub mod ticker;

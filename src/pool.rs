@@ -14,9 +14,7 @@ use smallvec::SmallVec;
 use crate::auth::Grant;
 use crate::error::{ErrorCode, ReplyError};
 use crate::outbox::Outbox;
-use crate::protocol::{
-    is_stock_group, valid_group, valid_name, PresenceChange, GROUP_RULE, NAME_RULE,
-};
+use crate::protocol::{valid_name, PresenceChange, NAME_RULE};
 
 /// Identifies one WebSocket connection for its whole life; never reused.
 pub type SessionId = u64;
@@ -310,47 +308,18 @@ impl Pool {
     }
 
     /// Adds a session to a group (idempotent; a repeat updates the presence flag).
-    /// Returns the change and the group's member count. Stock groups take sessions that
-    /// have not joined; every other group, and presence anywhere, needs a joined session.
+    /// Returns the change and the group's member count. Names, policies and tokens are
+    /// the router's to check; the pool only bounds the groups per session.
     pub fn subscribe(
         &mut self,
         id: SessionId,
         group: &str,
         presence: bool,
     ) -> Result<(GroupChange, usize), ReplyError> {
-        if !valid_group(group) {
-            return Err(ReplyError::new(ErrorCode::InvalidGroup, GROUP_RULE));
-        }
-        self.add_member(id, group, presence, !is_stock_group(group))
-    }
-
-    /// Adds a session to a hub-internal group, whose name clients cannot use.
-    pub fn subscribe_internal(
-        &mut self,
-        id: SessionId,
-        group: &str,
-    ) -> Result<(GroupChange, usize), ReplyError> {
-        self.add_member(id, group, false, false)
-    }
-
-    fn add_member(
-        &mut self,
-        id: SessionId,
-        group: &str,
-        presence: bool,
-        needs_join: bool,
-    ) -> Result<(GroupChange, usize), ReplyError> {
         let entry = self
             .sessions
             .get_mut(&id)
             .ok_or_else(|| ReplyError::new(ErrorCode::Internal, "unknown session"))?;
-        // Presence names users, so anonymous sessions get none.
-        if (needs_join || presence) && entry.name.is_none() {
-            return Err(not_joined());
-        }
-        if needs_join && !entry.grant.allows(group) {
-            return Err(forbidden(group));
-        }
         if let Some(g) = self.groups.get_mut(group) {
             if let Some(outbox) = g.members.get(&id) {
                 if presence {
@@ -502,11 +471,13 @@ impl Pool {
     }
 }
 
-fn not_joined() -> ReplyError {
+/// `not_joined`: a command that needs `join` came first.
+pub fn not_joined() -> ReplyError {
     ReplyError::new(ErrorCode::NotJoined, "send join first")
 }
 
-fn forbidden(group: &str) -> ReplyError {
+/// `forbidden`: the session's token does not allow `group`.
+pub fn forbidden(group: &str) -> ReplyError {
     ReplyError::new(
         ErrorCode::Forbidden,
         format!("your token does not allow group {group}"),

@@ -361,19 +361,12 @@ pub fn valid_group(group: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-/// The ticker's groups: `stock` and `stock.<SYMBOL>`; read-only for clients.
-pub fn is_stock_group(group: &str) -> bool {
-    group == "stock" || group.starts_with("stock.")
-}
-
 /// The groups a classic name lists before its first `_`: `sales,vip_alice` is in `sales`
 /// and `vip`. Names with no `_` list none; entries that are not valid group names are
-/// skipped.
+/// skipped (and the router skips groups only the server publishes in).
 pub fn legacy_groups(name: &str) -> impl Iterator<Item = &str> {
     let prefix = name.split_once('_').map(|(p, _)| p).unwrap_or("");
-    prefix
-        .split(',')
-        .filter(|g| valid_group(g) && !is_stock_group(g))
+    prefix.split(',').filter(|g| valid_group(g))
 }
 
 /// Milliseconds since the Unix epoch, for `ts` fields.
@@ -680,9 +673,6 @@ mod tests {
         assert!(!valid_group("room 1"));
         assert!(!valid_group(""));
         assert!(!valid_group(&"g".repeat(65)));
-        assert!(is_stock_group("stock"));
-        assert!(is_stock_group("stock.600519"));
-        assert!(!is_stock_group("stocks"));
     }
 
     #[test]
@@ -695,7 +685,7 @@ mod tests {
         assert_eq!(legacy_groups("_alice").count(), 0);
         assert_eq!(
             legacy_groups("ok,bad group,stock_x").collect::<Vec<_>>(),
-            ["ok"]
+            ["ok", "stock"]
         );
     }
 

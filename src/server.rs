@@ -19,9 +19,10 @@ use actix_web::{dev::Server, http::header, web, App, HttpRequest, HttpResponse, 
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::fdlimit::{self, Budget};
-use crate::hub::{self, Hub};
+use crate::hub::{self, AttachFeed, Hub};
 use crate::opening::{bearer, Opening};
 use crate::session::{self, ConnectionSlot, Mode, Session, Shared};
+use crate::ticker::Ticker;
 
 /// The demo page, served at `/`.
 const INDEX_HTML: &str = include_str!("../templates/index.html");
@@ -37,13 +38,24 @@ struct AppState {
     allowed_origins: Arc<Vec<String>>,
 }
 
-/// A started server and the hub behind it.
+/// A started server, the hub behind it and the ticker beside it.
 pub struct Started {
     /// Await it to run; `server.handle().stop(..)` stops it.
     pub server: Server,
     pub hub: Addr<Hub>,
-    /// The hub's own thread; stopped by [`run`] when the server ends.
-    pub arbiter: Arbiter,
+    /// Tests drive it with [`crate::ticker::Advance`].
+    pub ticker: Addr<Ticker>,
+    /// The hub's and the ticker's own threads; stopped by [`Started::stop_threads`].
+    pub arbiters: [Arbiter; 2],
+}
+
+impl Started {
+    /// Stops the hub's and the ticker's threads (after the server has ended).
+    pub fn stop_threads(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
 }
 
 /// Starts the hub and the HTTP server on `listener`; must be called inside an actix
@@ -53,10 +65,20 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     config
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // The hub gets a thread of its own, so routing never waits behind socket writes.
-    let arbiter = Arbiter::new();
+    // The hub gets a thread of its own, so routing never waits behind socket writes;
+    // the ticker another, so encoding quotes and answering `history` never waits behind
+    // routing, nor routing behind them.
+    let hub_thread = Arbiter::new();
     let hub_config = config.hub();
-    let hub = Hub::start_in_arbiter(&arbiter.handle(), move |_| Hub::new(hub_config));
+    let hub = Hub::start_in_arbiter(&hub_thread.handle(), move |_| Hub::new(hub_config));
+    let ticker_thread = Arbiter::new();
+    let (market, frames) = (config.market(), hub.clone().recipient());
+    let ticker = Ticker::start_in_arbiter(&ticker_thread.handle(), move |_| {
+        Ticker::new(market, frames)
+    });
+    hub.do_send(AttachFeed {
+        demand: ticker.clone().recipient(),
+    });
     let verifier = config
         .auth_secret
         .as_deref()
@@ -91,6 +113,8 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let state = AppState {
         shared: Arc::new(Shared {
             hub: hub.clone(),
+            history: Some(ticker.clone().recipient()),
+            policies: Arc::new(config.hub().policies),
             limits: config.limits(),
             verifier,
         }),
@@ -134,7 +158,8 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     Ok(Started {
         server,
         hub,
-        arbiter,
+        ticker,
+        arbiters: [hub_thread, ticker_thread],
     })
 }
 
@@ -145,16 +170,21 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let started = start(listener, &config)?;
-    let handle = started.server.handle();
-    let mut server = actix_web::rt::spawn(started.server);
+    let Started {
+        server,
+        hub,
+        arbiters,
+        ..
+    } = start(listener, &config)?;
+    let handle = server.handle();
+    let mut server = actix_web::rt::spawn(server);
     let result = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
             log::info!("shutting down");
             // Stop accepting first, so that clients told to go away reconnect elsewhere.
             let stopping = actix_web::rt::spawn(handle.stop(true));
-            let hub = started.hub.clone();
+            let hub = hub.clone();
             let drain = async move {
                 let _ = hub.send(hub::Shutdown).await;
                 let _ = stopping.await;
@@ -166,7 +196,9 @@ pub async fn run(
             Ok(Ok(()))
         }
     };
-    started.arbiter.stop();
+    for arbiter in &arbiters {
+        arbiter.stop();
+    }
     result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 

@@ -30,10 +30,14 @@ use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::hub::{self, Caller, Hub};
 use crate::opening::Opening;
 use crate::outbox::{Drained, Frames, Outbox, Wake, Wakes};
+use crate::policy::Policies;
 use crate::pool::SessionId;
-use crate::protocol::{decode, encode, normalize_name, Command, Event, Inbound, RequestId};
+use crate::protocol::{
+    decode, encode, normalize_name, Command, Event, HistoryPage, Inbound, RequestId,
+};
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::reader::{FrameReader, ReadError};
+use crate::ticker;
 
 /// Session ids come from one process-wide counter, so they are never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -237,6 +241,10 @@ impl Drop for ConnectionSlot {
 /// pointer, not its own clone of the hub's address, which would allocate per session).
 pub struct Shared {
     pub hub: Addr<Hub>,
+    /// Who answers `history` (the ticker); `None`: nobody, `not_found`.
+    pub history: Option<Recipient<ticker::History>>,
+    /// What each group allows (the handshake's `presence` applies where it may).
+    pub policies: Arc<Policies>,
     pub limits: Arc<Limits>,
     /// Present when joins need a token.
     pub verifier: Option<Arc<Verifier>>,
@@ -553,6 +561,9 @@ impl Session {
             self.reply_error(None, e.code, &e.message);
         }
         for group in groups {
+            // The handshake asks for presence in all its groups at once: where a group's
+            // policy has none (market data), it subscribes without.
+            let presence = presence && self.shared.policies.of(&group).presence;
             self.shared.hub.do_send(hub::Subscribe {
                 caller: self.caller(None),
                 group,
@@ -615,14 +626,24 @@ impl Session {
                     page,
                 },
             ),
-            Command::History { symbol, page } => self.to_hub(
-                id,
-                hub::ShowHistory {
-                    caller,
-                    symbol,
-                    page,
-                },
-            ),
+            Command::History { symbol, page } => self.history(caller.id, symbol, page),
+        }
+    }
+
+    /// `history`: answered by the ticker, straight into the outbox.
+    fn history(&self, id: Option<RequestId>, symbol: String, page: HistoryPage) {
+        let (Some(ticker), Some(outbox)) = (&self.shared.history, &self.outbox) else {
+            return self.reply_error(id.as_ref(), ErrorCode::NotFound, "this hub runs no ticker");
+        };
+        let ask = ticker::History {
+            id,
+            symbol,
+            page,
+            outbox: outbox.clone(),
+        };
+        if let Err(SendError::Full(ask) | SendError::Closed(ask)) = ticker.try_send(ask) {
+            let message = "the ticker is busy; retry shortly";
+            self.reply_error(ask.id.as_ref(), ErrorCode::Overloaded, message);
         }
     }
 
@@ -830,6 +851,8 @@ mod tests {
         let config = crate::config::Config::default();
         let shared = Arc::new(Shared {
             hub: Hub::new(config.hub()).start(),
+            history: None,
+            policies: Arc::new(Policies::standard()),
             limits: config.limits(),
             verifier: None,
         });

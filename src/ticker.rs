@@ -1,9 +1,13 @@
 //! The `Ticker` actor: drives the simulated [`Model`] and feeds the stock groups.
 //!
-//! It runs only while someone watches: the hub tells it ([`Watch`]) when one of its groups
-//! gains its first or loses its last session, and the timer is cancelled when nobody is
-//! left. Each tick is serialized once per group (`stock`, each `stock.<SYMBOL>`, the
-//! classic feed) and handed to the hub, which shares the bytes among the members.
+//! It runs beside the hub, on a thread of its own (started by [`crate::server`]), and
+//! publishes through the hub like any server-side publisher ([`PublishFrames`]). It runs
+//! only while someone watches: the hub's router tells it ([`FeedDemand`]) when one of its
+//! groups gains its first or loses its last session, and the timer is cancelled when
+//! nobody is left. Each tick is serialized once per group (`stock`, each
+//! `stock.<SYMBOL>`, the classic feed) and handed to the hub, which shares the bytes
+//! among the members. It also answers `history`, straight into the asking session's
+//! outbox, so a chart's backfill never takes the hub's thread.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,19 +17,11 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::error::ErrorCode;
-use crate::hub::DeliverTick;
+use crate::hub::{FeedDemand, PublishFrames};
 use crate::market::{Model, ModelConfig};
 use crate::outbox::Outbox;
-use crate::protocol::{encode, is_stock_group, now_ms, Event, HistoryPage, RequestId, MAX_PAGE};
-
-/// The hub-internal group of classic `stock` subscribers. Not a valid group name, so no
-/// client can subscribe or publish to it by name.
-pub const CLASSIC_FEED: &str = "#classic-stock";
-
-/// Groups the ticker feeds.
-pub fn is_ticker_group(group: &str) -> bool {
-    group == CLASSIC_FEED || is_stock_group(group)
-}
+use crate::policy::{symbol_group, CLASSIC_FEED, MARKET_GROUP};
+use crate::protocol::{encode, now_ms, Event, HistoryPage, RequestId, MAX_PAGE};
 
 /// The market the ticker simulates and how often it ticks.
 #[derive(Debug, Clone)]
@@ -35,21 +31,19 @@ pub struct Market {
 }
 
 impl Market {
-    /// Whether `group` is `stock` or `stock.<SYMBOL>` for a listed symbol.
-    pub fn has_group(&self, group: &str) -> bool {
-        group == "stock"
-            || group
-                .strip_prefix("stock.")
-                .is_some_and(|code| self.model.symbols.iter().any(|s| &*s.code == code))
+    /// The groups the ticker feeds: `stock`, the classic feed, then `stock.<SYMBOL>` for
+    /// every listed symbol, in the model's order.
+    pub fn groups(&self) -> Vec<Arc<str>> {
+        [MARKET_GROUP.into(), CLASSIC_FEED.into()]
+            .into_iter()
+            .chain(
+                self.model
+                    .symbols
+                    .iter()
+                    .map(|s| Arc::from(symbol_group(&s.code))),
+            )
+            .collect()
     }
-}
-
-/// One of the ticker's groups gained its first session (`watched`) or lost its last.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Watch {
-    pub group: Arc<str>,
-    pub watched: bool,
 }
 
 /// `history`: one page of a symbol's last quotes, answered into the caller's outbox.
@@ -83,7 +77,7 @@ pub struct Ticker {
     tick: Duration,
     history_len: usize,
     /// Where ticks go; a `Recipient` so tests can record them.
-    hub: Recipient<DeliverTick>,
+    hub: Recipient<PublishFrames>,
     /// Groups that have at least one session.
     watched: HashSet<Arc<str>>,
     /// The pending tick, while anything is watched.
@@ -96,13 +90,8 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    pub fn new(market: Market, hub: Recipient<DeliverTick>) -> Self {
-        let symbol_groups = market
-            .model
-            .symbols
-            .iter()
-            .map(|s| Arc::from(format!("stock.{}", s.code)))
-            .collect();
+    pub fn new(market: Market, hub: Recipient<PublishFrames>) -> Self {
+        let symbol_groups = market.groups().split_off(2);
         Ticker {
             model: Model::new(&market.model, now_ms()),
             tick: market.tick,
@@ -110,7 +99,7 @@ impl Ticker {
             hub,
             watched: HashSet::new(),
             timer: None,
-            stock_group: Arc::from("stock"),
+            stock_group: Arc::from(MARKET_GROUP),
             classic_group: Arc::from(CLASSIC_FEED),
             symbol_groups,
         }
@@ -142,7 +131,7 @@ impl Ticker {
         // carries the current prices anyway.
         if self
             .hub
-            .try_send(DeliverTick {
+            .try_send(PublishFrames {
                 frames: self.frames(),
             })
             .is_err()
@@ -167,15 +156,15 @@ impl Actor for Ticker {
 
     fn started(&mut self, _: &mut Context<Self>) {
         // The opening state, so the first subscriber of any group gets a snapshot.
-        self.hub.do_send(DeliverTick {
+        self.hub.do_send(PublishFrames {
             frames: self.frames(),
         });
     }
 }
 
-impl Handler<Watch> for Ticker {
+impl Handler<FeedDemand> for Ticker {
     type Result = ();
-    fn handle(&mut self, msg: Watch, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: FeedDemand, ctx: &mut Context<Self>) {
         if msg.watched {
             self.watched.insert(msg.group);
         } else {
@@ -257,9 +246,9 @@ mod tests {
     impl Actor for Recorder {
         type Context = Context<Self>;
     }
-    impl Handler<DeliverTick> for Recorder {
+    impl Handler<PublishFrames> for Recorder {
         type Result = ();
-        fn handle(&mut self, msg: DeliverTick, _: &mut Context<Self>) {
+        fn handle(&mut self, msg: PublishFrames, _: &mut Context<Self>) {
             let groups = msg.frames.iter().map(|(g, _)| g.to_string()).collect();
             self.0.lock().unwrap().push(groups);
         }
@@ -282,7 +271,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hub = Recorder(seen.clone()).start();
         let ticker = Ticker::new(market(), hub.clone().recipient()).start();
-        let watch = |group: &str, watched| Watch {
+        let watch = |group: &str, watched| FeedDemand {
             group: Arc::from(group),
             watched,
         };
@@ -311,7 +300,7 @@ mod tests {
         let hub = Recorder(seen.clone()).start();
         let ticker = Ticker::new(market(), hub.clone().recipient()).start();
         ticker
-            .send(Watch {
+            .send(FeedDemand {
                 group: Arc::from("stock"),
                 watched: true,
             })

@@ -193,7 +193,7 @@ async fn a_silent_client_is_pinged_then_dropped() {
             }
         }
     };
-    assert_eq!(code, Some(1008));
+    assert_eq!(code, Some(4000));
     assert!(
         seen.contains(&PING),
         "the hub pings before it drops: {seen:?}"

@@ -68,7 +68,7 @@ async fn tokens_are_checked_on_join() {
         .request(json!({"type":"join","name":"carol","token":"garbage"}))
         .await;
     assert_eq!(e["code"], "unauthorized");
-    assert_eq!(carol.expect_close().await, Some(1008));
+    assert_eq!(carol.expect_close().await, Some(4500));
 
     // The classic login carries its token the same way, and is refused without one.
     let mut classic = Client::connect(&hub.url("/")).await;
@@ -214,7 +214,7 @@ async fn floods_are_refused_then_closed() {
             break;
         }
     }
-    assert_eq!(c.expect_close().await, Some(1008));
+    assert_eq!(c.expect_close().await, Some(4002));
     hub.stop().await;
 }
 
@@ -284,7 +284,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_get_everything() {
     assert_eq!(stats.users, 2, "the slow user left the pool");
     // When it reads again, it finds the close frame.
     let (code, reason, _) = slow.read_close_frame().await;
-    assert_eq!((code, reason.as_str()), (Some(1008), "slow consumer"));
+    assert_eq!((code, reason.as_str()), (Some(4001), "slow consumer"));
     hub.stop().await;
 }
 
@@ -314,10 +314,10 @@ async fn stalled_handshakes_and_half_frames_are_dropped() {
     let mut half = RawClient::handshake(hub.addr, "/ws").await;
     half.stream.write_all(&[0x81, 0xfe, 0x01]).await.unwrap();
     let (code, reason, _) = half.read_close_frame().await;
-    assert_eq!((code, reason.as_str()), (Some(1008), "heartbeat timeout"));
+    assert_eq!((code, reason.as_str()), (Some(4000), "heartbeat timeout"));
     // A handshake with no frames at all.
     let mut silent = RawClient::handshake(hub.addr, "/ws").await;
-    assert_eq!(silent.read_until_close().await.0, Some(1008));
+    assert_eq!(silent.read_until_close().await.0, Some(4000));
     hub.wait_stats(|s| s.sessions == 0).await;
     hub.stop().await;
 }

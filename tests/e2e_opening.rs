@@ -205,7 +205,7 @@ async fn handshake_tokens_come_in_the_query_or_a_bearer_header() {
             .await;
         assert_eq!(e["code"], "unauthorized");
     }
-    assert_eq!(none.expect_close().await, Some(1008));
+    assert_eq!(none.expect_close().await, Some(4500));
     hub.stop().await;
 }
 

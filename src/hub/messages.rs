@@ -9,8 +9,8 @@ use crate::auth::Grant;
 use crate::error::CloseReason;
 use crate::outbox::Outbox;
 use crate::pool::SessionId;
-use crate::protocol::{Body, HistoryPage, RequestId, UsersPage};
-use crate::ticker::Ticker;
+use crate::protocol::{Body, RequestId, UsersPage};
+pub use crate::router::Stats;
 
 /// Who sent a command, and the `id` its reply echoes.
 #[derive(Debug, Clone)]
@@ -125,22 +125,31 @@ pub struct SubscribeClassicFeed {
     pub session: SessionId,
 }
 
-/// `history`: answered by the ticker.
+/// A frame the server made for each of some groups (the ticker's quotes, made once per
+/// tick): the hub delivers each to the group's members and keeps it as the group's
+/// snapshot, which a new subscriber gets right after `subscribed`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ShowHistory {
-    pub caller: Caller,
-    pub symbol: String,
-    pub page: HistoryPage,
+pub struct PublishFrames {
+    pub frames: Vec<(Arc<str>, ByteString)>,
 }
 
-/// One tick from the ticker: the frame for each of its groups, made once. The hub
-/// delivers each to the group's members and keeps it as the group's snapshot, which a new
-/// subscriber gets right after `subscribed`.
+/// From the hub to the feed of its fed groups (the ticker): `group` gained its first
+/// session (`watched`) or lost its last, so the feed need only work while something is
+/// watched.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct FeedDemand {
+    pub group: Arc<str>,
+    pub watched: bool,
+}
+
+/// Tells the hub where the demand of its fed groups goes. The groups already watched
+/// are told at once.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DeliverTick {
-    pub frames: Vec<(Arc<str>, ByteString)>,
+pub struct AttachFeed {
+    pub demand: Recipient<FeedDemand>,
 }
 
 /// The hub is shutting down: close every session with 1001 and refuse new ones.
@@ -148,24 +157,7 @@ pub struct DeliverTick {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Asks for the ticker the hub started, if any (tests drive it with [`crate::ticker::Advance`]).
-#[derive(Message)]
-#[rtype(result = "Option<Addr<Ticker>>")]
-pub struct GetTicker;
-
 /// Asks for the hub's counters.
 #[derive(Message)]
 #[rtype(result = "Stats")]
 pub struct GetStats;
-
-/// The hub's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
-pub struct Stats {
-    pub sessions: usize,
-    pub users: usize,
-    pub groups: usize,
-    /// Bytes waiting in all outboxes of the pool.
-    pub queued_bytes: usize,
-    /// Sessions closed because their outbox passed its bound.
-    pub slow_consumers: usize,
-}

@@ -9,9 +9,12 @@ use serde_json::{json, Value};
 use super::*;
 use crate::auth::Grant;
 use crate::market::{default_symbols, ModelConfig};
+use crate::outbox::Outbox;
 use crate::outbox::Wake;
-use crate::protocol::{Body, HistoryPage, RequestId, UsersPage, MAX_PAGE};
-use crate::ticker::{Advance, IsRunning};
+use crate::policy::Policies;
+use crate::pool::SessionId;
+use crate::protocol::{Body, RequestId, UsersPage, MAX_PAGE};
+use crate::ticker::{Advance, IsRunning, Market, Ticker};
 
 /// A message body, as a session would pass it on.
 fn body(v: Value) -> Body {
@@ -125,18 +128,36 @@ async fn settle(hub: &Addr<Hub>) -> Stats {
     hub.send(GetStats).await.unwrap()
 }
 
-fn hub_with(max_groups: usize, market: Option<Market>) -> Addr<Hub> {
-    Hub::new(HubConfig {
+fn config(max_groups: usize, feeds: Vec<Arc<str>>) -> HubConfig {
+    HubConfig {
         max_groups,
-        market,
+        policies: Policies::standard(),
+        feeds,
         heartbeat: None,
         mailbox: DEFAULT_MAILBOX,
-    })
-    .start()
+    }
+}
+
+fn hub_with(max_groups: usize) -> Addr<Hub> {
+    Hub::new(config(max_groups, Vec::new())).start()
 }
 
 fn hub() -> Addr<Hub> {
-    hub_with(100, None)
+    hub_with(100)
+}
+
+/// A hub fed by a ticker, wired as the server wires them.
+async fn hub_and_ticker() -> (Addr<Hub>, Addr<Ticker>) {
+    let market = market();
+    let hub = Hub::new(config(100, market.groups())).start();
+    let ticker = Ticker::new(market, hub.clone().recipient()).start();
+    hub.do_send(AttachFeed {
+        demand: ticker.clone().recipient(),
+    });
+    // The ticker's opening frames, then the attachment, have reached the hub.
+    ticker.send(IsRunning).await.unwrap();
+    settle(&hub).await;
+    (hub, ticker)
 }
 
 fn page(after: Option<&str>, limit: usize) -> UsersPage {
@@ -492,7 +513,7 @@ async fn classic_login_subscribes_the_groups_in_the_name() {
 
 #[actix::test]
 async fn groups_per_session_are_bounded() {
-    let hub = hub_with(2, None);
+    let hub = hub_with(2);
     let a = client(&hub, 1).await;
     a.join("a").await;
     a.subscribe("g1", false).await;
@@ -537,47 +558,11 @@ async fn a_slow_consumer_is_dropped_and_the_others_get_everything() {
 
 /// `beat` flags one eighth of the sessions per call, in turn: after eight calls every
 /// session has been flagged exactly once.
-#[test]
-fn each_beat_checks_one_phase_of_the_sessions() {
-    let mut hub = Hub::new(HubConfig {
-        max_groups: 10,
-        market: None,
-        heartbeat: None,
-        mailbox: DEFAULT_MAILBOX,
-    });
-    let outboxes: Vec<Arc<Outbox>> = (0..32)
-        .map(|id| {
-            let outbox = Arc::new(Outbox::new(1024));
-            hub.pool.connect(id, outbox.clone());
-            outbox
-        })
-        .collect();
-    let beaten = |outboxes: &[Arc<Outbox>]| -> Vec<u64> {
-        (0u64..)
-            .zip(outboxes)
-            .filter(|(_, ob)| ob.drain_into(&mut Default::default()).beat)
-            .map(|(id, _)| id)
-            .collect()
-    };
-    for phase in 0..HEARTBEAT_PHASES {
-        hub.beat();
-        let expected: Vec<u64> = (0..32)
-            .filter(|id| id % HEARTBEAT_PHASES == phase)
-            .collect();
-        assert_eq!(beaten(&outboxes), expected, "beat {phase}");
-    }
-    // And round again.
-    hub.beat();
-    assert_eq!(beaten(&outboxes), vec![0, 8, 16, 24]);
-}
-
 #[actix::test]
 async fn the_hub_paces_every_sessions_heartbeat() {
     let hub = Hub::new(HubConfig {
-        max_groups: 10,
-        market: None,
         heartbeat: Some(Duration::from_millis(80)),
-        mailbox: DEFAULT_MAILBOX,
+        ..config(10, Vec::new())
     })
     .start();
     // Sessions in different phases (ids modulo 8), joined or not.
@@ -602,8 +587,7 @@ async fn the_hub_paces_every_sessions_heartbeat() {
 
 #[actix::test]
 async fn stock_groups_need_no_join_and_get_a_snapshot_then_ticks() {
-    let hub = hub_with(100, Some(market()));
-    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
+    let (hub, ticker) = hub_and_ticker().await;
     assert!(
         !ticker.send(IsRunning).await.unwrap(),
         "idle without subscribers"
@@ -644,8 +628,7 @@ async fn stock_groups_need_no_join_and_get_a_snapshot_then_ticks() {
 
 #[actix::test]
 async fn classic_feed_sends_six_numbers_at_once_and_per_tick() {
-    let hub = hub_with(100, Some(market()));
-    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
+    let (hub, ticker) = hub_and_ticker().await;
     let classic = client(&hub, 1).await;
     hub.do_send(SubscribeClassicFeed { session: 1 });
     settle(&hub).await;
@@ -664,49 +647,6 @@ async fn classic_feed_sends_six_numbers_at_once_and_per_tick() {
 }
 
 #[actix::test]
-async fn history_answers_the_last_quotes() {
-    let hub = hub_with(100, Some(market()));
-    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
-    let page = client(&hub, 1).await;
-    for _ in 0..20 {
-        ticker.send(Advance).await.unwrap();
-    }
-    hub.do_send(ShowHistory {
-        caller: page.caller(Some(4)),
-        symbol: "000001".into(),
-        page: HistoryPage {
-            limit: Some(3),
-            before: None,
-        },
-    });
-    settle(&hub).await;
-    ticker.send(IsRunning).await.unwrap();
-    let h = page.one().await;
-    assert_eq!(h["type"], "history");
-    assert_eq!(h["id"], 4);
-    let quotes = h["quotes"].as_array().unwrap();
-    assert_eq!(quotes.len(), 3);
-    assert!(quotes.iter().all(|q| q["symbol"] == "000001"));
-    hub.do_send(ShowHistory {
-        caller: page.caller(None),
-        symbol: "000001".into(),
-        page: HistoryPage::default(),
-    });
-    settle(&hub).await;
-    ticker.send(IsRunning).await.unwrap();
-    // At most the configured 10 are kept.
-    assert_eq!(page.one().await["quotes"].as_array().unwrap().len(), 10);
-    hub.do_send(ShowHistory {
-        caller: page.caller(None),
-        symbol: "XYZ".into(),
-        page: HistoryPage::default(),
-    });
-    settle(&hub).await;
-    ticker.send(IsRunning).await.unwrap();
-    assert_eq!(code(&page.one().await), "not_found");
-}
-
-#[actix::test]
 async fn ping_is_answered_in_order() {
     let hub = hub();
     let a = client(&hub, 1).await;
@@ -717,33 +657,6 @@ async fn ping_is_answered_in_order() {
     let events = a.take().await;
     assert_eq!(events[0]["type"], "joined");
     assert_eq!(events[1], json!({"type":"pong","id":2}));
-}
-
-#[actix::test]
-async fn presence_needs_join_and_follows_a_late_join() {
-    let hub = hub_with(100, Some(market()));
-    let watcher = client(&hub, 1).await;
-    let late = client(&hub, 2).await;
-    watcher.join("w").await;
-    watcher.subscribe("stock", true).await;
-    watcher.take().await;
-    // Anonymous sessions may watch prices, but not who else does.
-    assert_eq!(code(&late.subscribe("stock", true).await), "not_joined");
-    assert_eq!(late.subscribe("stock", false).await["type"], "subscribed");
-    late.take().await;
-    assert!(
-        watcher.take().await.is_empty(),
-        "an anonymous arrival has no name"
-    );
-    // When the anonymous subscriber joins, its arrival is announced...
-    late.join("late").await;
-    assert_eq!(
-        watcher.one().await,
-        json!({"type":"presence","group":"stock","event":"join","name":"late"})
-    );
-    // ...and so is its departure, once.
-    late.disconnect();
-    assert_eq!(watcher.one().await["event"], "leave");
 }
 
 #[actix::test]
@@ -831,8 +744,7 @@ async fn users_pages_through_every_name_once_and_counts_all() {
 
 #[actix::test]
 async fn shutdown_closes_everyone_and_refuses_newcomers() {
-    let hub = hub_with(100, Some(market()));
-    let ticker = hub.send(GetTicker).await.unwrap().unwrap();
+    let (hub, ticker) = hub_and_ticker().await;
     let a = client(&hub, 1).await;
     a.join("a").await;
     a.subscribe("stock", false).await;
@@ -842,6 +754,6 @@ async fn shutdown_closes_everyone_and_refuses_newcomers() {
     let stats = settle(&hub).await;
     assert_eq!((stats.sessions, stats.users, stats.groups), (0, 0, 0));
     assert_eq!(late.outbox.close_reason(), Some(CloseReason::Shutdown));
-    // The ticker has stopped.
-    assert!(ticker.send(IsRunning).await.is_err());
+    // The ticker was told nobody watches any more.
+    assert!(!ticker.send(IsRunning).await.unwrap());
 }

@@ -436,4 +436,17 @@ scenario('on a hub that requires join tokens, the page sends the token and expla
   await waitUsers(page, ['erin']);
   assert.ok(page.sent.some((c) => c.type === 'join' && c.name === 'erin' && c.token));
   await shot(page, 'token-desktop');
+
+  // Three bad tokens on one connection: the hub closes it with 4500 ("do not
+  // reconnect"), and the page stays down instead of reconnecting into the same refusal.
+  const bad = track(await openDemo('token-bad', DESKTOP, '', authHub));
+  for (let i = 0; i < 3; i += 1) {
+    await bad.fill('#name-input', 'gus');
+    await bad.fill('#token-input', joinToken(secret, 'someone-else'));
+    await bad.click('#join-btn');
+    await bad.waitForSelector('#join-btn:not([disabled])', { timeout: WAIT });
+  }
+  await waitState(bad, 'closed');
+  await bad.locator('#log li', { hasText: 'not reconnecting' }).waitFor({ timeout: WAIT });
+  assert.equal(await bad.getAttribute('#status', 'data-state'), 'closed');
 });

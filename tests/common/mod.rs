@@ -22,8 +22,9 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestHub {
     pub addr: SocketAddr,
     pub hub: actix::Addr<wxhub::hub::Hub>,
+    pub ticker: actix::Addr<wxhub::ticker::Ticker>,
     handle: ServerHandle,
-    arbiter: actix::Arbiter,
+    arbiters: [actix::Arbiter; 2],
 }
 
 impl TestHub {
@@ -37,8 +38,9 @@ impl TestHub {
         TestHub {
             addr,
             hub: started.hub,
+            ticker: started.ticker,
             handle,
-            arbiter: started.arbiter,
+            arbiters: started.arbiters,
         }
     }
 
@@ -82,7 +84,9 @@ impl TestHub {
 
     pub async fn stop(self) {
         self.handle.stop(false).await;
-        self.arbiter.stop();
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
     }
 }
 

@@ -48,3 +48,18 @@ test('the join token goes with every join', { skip: !supportsTokens && 'this wxh
   const reply = await hub.users('room1');
   assert.deepEqual([...reply.users], ['alice'], 're-subscribed after the authorised rejoin');
 });
+
+test('a close with 4500 (bad tokens) ends the socket for good: no reconnect loop', { skip: !supportsTokens && 'this wxhub build has no join tokens' }, async (t) => {
+  const port = await freePort();
+  hubs.push(await startHub({ port, args: ['--auth-secret', SECRET] }));
+  const mp = launch({ config: { hubUrl: `ws://127.0.0.1:${port}/ws`, reconnectBaseMs: 50, reconnectMaxMs: 100 } });
+  t.after(() => mp.close());
+  const hub = mp.app.hub;
+  for (let i = 0; i < 3; i += 1) {
+    await assert.rejects(hub.join('alice', 'not-a-token'), (err) => ['unauthorized', 'disconnected'].includes(err.code));
+  }
+  await waitFor(() => hub.state === 'closed', { what: 'the module to stay down', detail: () => hub.state });
+  // With retries every 50-100 ms, a reconnect would have come by now.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal(hub.state, 'closed');
+});

@@ -41,6 +41,14 @@ const DEFAULTS = {
   maxQueued: 50,
 };
 
+/**
+ * The hub's close-code rule (docs/PROTOCOL.md): 4500-4999 mean "do not reconnect until the
+ * cause is fixed" (e.g. a bad token); after any other close, reconnect with backoff.
+ */
+function mayReconnect(code) {
+  return !(code >= 4500 && code <= 4999);
+}
+
 /** An Error carrying the hub's error `code` (or one of ours: disconnected, timeout, closed, queue_full). */
 function hubError(code, message) {
   const err = new Error(message || code);
@@ -190,11 +198,18 @@ class Hub {
     this.emit('ready', { type: 'ready' });
   }
 
-  /** The socket closed, failed, timed out or went silent: forget it and retry later. */
+  /**
+   * The socket closed, failed, timed out or went silent: forget it and retry later,
+   * unless the hub closed it with a code that says not to (mayReconnect).
+   */
   lost(task, info) {
     if (!task || task !== this.task) return; // stale, or already handled
     this.drop(task, 'giving up');
     if (this.state === STATE.CLOSED) return;
+    if (info && typeof info.code === 'number' && !mayReconnect(info.code)) {
+      this.setState(STATE.CLOSED, { code: info.code, reason: info.reason });
+      return;
+    }
     this.scheduleRetry(info);
   }
 
@@ -493,4 +508,4 @@ class Hub {
   }
 }
 
-module.exports = { Hub, STATE, backoffDelay, parseFrame, hubError };
+module.exports = { Hub, STATE, backoffDelay, parseFrame, hubError, mayReconnect };
