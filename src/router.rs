@@ -231,27 +231,6 @@ impl Router {
         if !valid_group(group) {
             return Err(invalid_group());
         }
-        self.subscribe_checked(id, group, presence, request)
-    }
-
-    /// The classic text `stock`: the six-number feed, a group no client can name.
-    pub fn subscribe_classic_feed(&mut self, id: SessionId) -> Result<Outcome, ReplyError> {
-        if !self.feeds.contains(CLASSIC_FEED) {
-            return Ok(Outcome::default());
-        }
-        let (change, _) = self.add_member(id, CLASSIC_FEED, false)?;
-        let mut outcome = Outcome::default();
-        self.after_subscribe(id, change, &mut outcome);
-        Ok(self.finish(outcome))
-    }
-
-    fn subscribe_checked(
-        &mut self,
-        id: SessionId,
-        group: &str,
-        presence: bool,
-        request: Option<&RequestId>,
-    ) -> Result<Outcome, ReplyError> {
         let policy = self.policies.of(group);
         if policy.feed && !self.feeds.contains(group) {
             return Err(ReplyError::new(
@@ -278,6 +257,17 @@ impl Router {
             members,
             ..Outcome::default()
         };
+        self.after_subscribe(id, change, &mut outcome);
+        Ok(self.finish(outcome))
+    }
+
+    /// The classic text `stock`: the six-number feed, a group no client can name.
+    pub fn subscribe_classic_feed(&mut self, id: SessionId) -> Result<Outcome, ReplyError> {
+        if !self.feeds.contains(CLASSIC_FEED) {
+            return Ok(Outcome::default());
+        }
+        let (change, _) = self.add_member(id, CLASSIC_FEED, false)?;
+        let mut outcome = Outcome::default();
         self.after_subscribe(id, change, &mut outcome);
         Ok(self.finish(outcome))
     }
