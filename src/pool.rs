@@ -483,3 +483,141 @@ pub fn forbidden(group: &str) -> ReplyError {
         format!("your token does not allow group {group}"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_of(ids: &[SessionId]) -> Pool {
+        let mut pool = Pool::new(3);
+        for &id in ids {
+            pool.connect(id, Arc::new(Outbox::new(1024)));
+        }
+        pool
+    }
+
+    fn ids<'a>(it: impl Iterator<Item = (SessionId, &'a Arc<Outbox>)>) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = it.map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn a_user_is_every_session_that_joined_under_the_name() {
+        let mut pool = pool_of(&[1, 2, 3]);
+        let (a, _) = pool.join(1, "bob", Grant::all()).unwrap();
+        let (b, _) = pool.join(2, "bob", Grant::all()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one name, kept once");
+        assert_eq!(ids(pool.user_outboxes("bob").unwrap()), [1, 2]);
+        assert!(pool.user_outboxes("nobody").is_none());
+        assert_eq!(ids(pool.joined_outboxes()), [1, 2]);
+        assert_eq!(
+            pool.join(1, "x", Grant::all()).unwrap_err().code,
+            ErrorCode::AlreadyJoined
+        );
+        assert_eq!(
+            pool.join(3, "", Grant::all()).unwrap_err().code,
+            ErrorCode::InvalidName
+        );
+        assert_eq!(pool.joined_name(3).unwrap_err().code, ErrorCode::NotJoined);
+        assert_eq!(pool.sizes(), (3, 1, 0));
+    }
+
+    #[test]
+    fn presence_changes_on_a_users_first_and_last_session_in_a_group() {
+        let mut pool = pool_of(&[1, 2, 3]);
+        pool.join(1, "bob", Grant::all()).unwrap();
+        pool.join(2, "bob", Grant::all()).unwrap();
+        let (first, members) = pool.subscribe(1, "room", false).unwrap();
+        assert_eq!((first.first, members), (true, 1));
+        assert_eq!(first.presence, Some((PresenceChange::Join, "bob".into())));
+        let (second, members) = pool.subscribe(2, "room", true).unwrap();
+        assert_eq!((second.first, second.presence, members), (false, None, 1));
+        assert_eq!(ids(pool.group("room").unwrap().watchers()), [2]);
+        // Again: no change, and the presence flag follows the latest subscribe.
+        let (again, _) = pool.subscribe(2, "room", false).unwrap();
+        assert_eq!(again.presence, None);
+        assert_eq!(pool.group("room").unwrap().watchers().count(), 0);
+        // An anonymous member counts as one member and has no presence.
+        let (anon, members) = pool.subscribe(3, "room", false).unwrap();
+        assert_eq!((anon.presence, members), (None, 2));
+        assert_eq!(
+            pool.unsubscribe(1, "room").unwrap().presence,
+            None,
+            "bob is still there"
+        );
+        let last_bob = pool.unsubscribe(2, "room").unwrap();
+        assert_eq!(
+            last_bob.presence,
+            Some((PresenceChange::Leave, "bob".into()))
+        );
+        assert!(
+            pool.unsubscribe(2, "room").is_none(),
+            "not a member any more"
+        );
+        let gone = pool.unsubscribe(3, "room").unwrap();
+        assert!(gone.last);
+        assert!(pool.group("room").is_none(), "an empty group is removed");
+    }
+
+    #[test]
+    fn a_session_is_in_at_most_max_groups() {
+        let mut pool = pool_of(&[1]);
+        for g in ["a", "b", "c"] {
+            pool.subscribe(1, g, false).unwrap();
+        }
+        let e = pool.subscribe(1, "d", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooManyGroups);
+        // A group it is in already is no new group.
+        assert!(pool.subscribe(1, "a", true).is_ok());
+    }
+
+    #[test]
+    fn a_disconnect_leaves_nothing_behind() {
+        let mut pool = pool_of(&[1, 2]);
+        pool.join(1, "alice", Grant::all()).unwrap();
+        pool.subscribe(1, "room", true).unwrap();
+        pool.subscribe(2, "stock", false).unwrap();
+        let changes = pool.disconnect(1);
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].last);
+        assert_eq!(
+            changes[0].presence,
+            Some((PresenceChange::Leave, "alice".into()))
+        );
+        pool.disconnect(2);
+        assert_eq!(pool.sizes(), (0, 0, 0));
+        assert_eq!(pool.user_names(None, 10), (Vec::<&str>::new(), None));
+        assert!(pool.disconnect(2).is_empty(), "twice is harmless");
+    }
+
+    #[test]
+    fn names_page_in_order_from_the_name_after() {
+        let mut pool = pool_of(&[1, 2, 3, 4]);
+        for (id, name) in [(1, "dan"), (2, "bea"), (3, "cy"), (4, "al")] {
+            pool.join(id, name, Grant::all()).unwrap();
+            pool.subscribe(id, "room", false).unwrap();
+        }
+        assert_eq!(pool.user_names(None, 2), (vec!["al", "bea"], Some("bea")));
+        assert_eq!(pool.user_names(Some("bea"), 2), (vec!["cy", "dan"], None));
+        assert_eq!(pool.user_names(Some("b"), 1), (vec!["bea"], Some("bea")));
+        let room = pool.group("room").unwrap();
+        assert_eq!(
+            room.user_names(Some("al"), 10),
+            (vec!["bea", "cy", "dan"], None)
+        );
+        // A user who leaves is gone from the index too.
+        pool.disconnect(4);
+        assert_eq!(pool.user_names(None, 1), (vec!["bea"], Some("bea")));
+    }
+
+    #[test]
+    fn sessions_fall_into_sets_by_id() {
+        let pool = pool_of(&(0..20).collect::<Vec<_>>());
+        let total: usize = (0..SESSION_SETS)
+            .map(|s| pool.outboxes_of_set(s).count())
+            .sum();
+        assert_eq!(total, 20);
+        assert_eq!(pool.outboxes_of_set(3).count(), 3, "ids 3, 11, 19");
+    }
+}
