@@ -23,6 +23,10 @@ use crate::outbox::Outbox;
 use crate::policy::{symbol_group, CLASSIC_FEED, MARKET_GROUP};
 use crate::protocol::{encode, now_ms, Event, HistoryPage, RequestId, MAX_PAGE};
 
+/// Messages the ticker's mailbox holds (mostly `history` requests) before sessions get
+/// `overloaded` for theirs.
+const HISTORY_QUEUE: usize = 4096;
+
 /// The market the ticker simulates and how often it ticks.
 #[derive(Debug, Clone)]
 pub struct Market {
@@ -154,7 +158,11 @@ impl Ticker {
 impl Actor for Ticker {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Sessions ask for `history` with `try_send`: room for a burst of chart pages
+        // opening at once (each request is rate-limited and charged by its size), past
+        // which they are answered `overloaded` rather than queued without bound.
+        ctx.set_mailbox_capacity(HISTORY_QUEUE);
         // The opening state, so the first subscriber of any group gets a snapshot.
         self.hub.do_send(PublishFrames {
             frames: self.frames(),
