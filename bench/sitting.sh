@@ -8,13 +8,17 @@
 #   ONLY="fanout-rate-10k ticker-10k" bench/sitting.sh  (a subset, by name)
 #
 # Build first: cargo build --release && cargo build --release -p wxhub-bench
+# (WXHUB_BIN and WXHUB_BENCH_BIN default to those, in cargo's target directory).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 REPS="${REPS:-2}"
 OUT="${OUT:-/tmp/wxhub-sitting}"
-hub="${WXHUB_BIN:-target/release/wxhub}"
-bench="${WXHUB_BENCH_BIN:-target/release/wxhub-bench}"
+# Cargo's target directory, wherever CARGO_TARGET_DIR or cargo's config puts it.
+target="$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+hub="${WXHUB_BIN:-$target/release/wxhub}"
+bench="${WXHUB_BENCH_BIN:-$target/release/wxhub-bench}"
 for b in "$hub" "$bench"; do
   [ -x "$b" ] || { echo "sitting: no $b (cargo build --release [-p wxhub-bench])" >&2; exit 1; }
 done

@@ -7,7 +7,8 @@
 #   bench/smoke.sh                    # from anywhere in the repository
 #   WXHUB_BIN=path/to/wxhub bench/smoke.sh
 #
-# WXHUB_BIN: the hub (default target/release/wxhub, else target/debug/wxhub).
+# WXHUB_BIN: the hub (default: release/wxhub, else debug/wxhub, in cargo's target
+#   directory, which CARGO_TARGET_DIR or cargo's config may move from target/).
 # WXHUB_BENCH_BIN: a built wxhub-bench (default: `cargo build -p wxhub-bench`, debug).
 # SMOKE_CLIENTS (default 50) and SMOKE_SECONDS (default 1.5) size every scenario.
 set -euo pipefail
@@ -16,21 +17,27 @@ cd "$root"
 
 hub="${WXHUB_BIN:-}"
 if [ -z "$hub" ]; then
-  for c in target/release/wxhub target/debug/wxhub; do
+  target="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  for c in "$target/release/wxhub" "$target/debug/wxhub"; do
     if [ -x "$c" ]; then hub="$c"; break; fi
   done
 fi
 if [ -z "$hub" ] || [ ! -x "$hub" ]; then
-  echo "smoke: no hub binary (cargo build, or set WXHUB_BIN)" >&2
+  echo "smoke: no hub binary${hub:+ at $hub} (cargo build, or set WXHUB_BIN)" >&2
   exit 1
 fi
 
 bench="${WXHUB_BENCH_BIN:-}"
 if [ -z "$bench" ]; then
-  cargo build --quiet -p wxhub-bench
-  bench="$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/wxhub-bench"
-  [ -x "$bench" ] || bench=target/debug/wxhub-bench
+  # Cargo says where it put the binary.
+  bench="$(cargo build --quiet -p wxhub-bench --message-format=json-render-diagnostics \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "wxhub-bench":
+        print(m["executable"])')"
 fi
 
 n="${SMOKE_CLIENTS:-50}"

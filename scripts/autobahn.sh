@@ -5,11 +5,16 @@
 #   - /ws (the real endpoint): the cases that need no echo: control frames, reserved bits
 #     and opcodes, bad fragmentation, invalid UTF-8 (closed with 1007), the close handshake.
 # Pass rule: no FAILED case. Prints a summary line per run.
-#   scripts/autobahn.sh [path/to/wxhub]
+#   scripts/autobahn.sh [path/to/wxhub]    (default: $WXHUB_BIN, else cargo's debug build)
+# The runner's venv and the reports go to autobahn/ in cargo's target directory.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${1:-${WXHUB_BIN:-$root/target/debug/wxhub}}"
-work="$root/target/autobahn"
+# Cargo's target directory, wherever CARGO_TARGET_DIR or cargo's config puts it.
+target="$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+bin="${1:-${WXHUB_BIN:-$target/debug/wxhub}}"
+[[ -x "$bin" ]] || { echo "autobahn: no hub binary at $bin (cargo build, or pass its path)" >&2; exit 1; }
+work="$target/autobahn"
 mkdir -p "$work"
 
 if [[ ! -x "$work/venv/bin/kosoku" ]]; then

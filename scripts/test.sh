@@ -15,9 +15,22 @@ cargo test --workspace --all-targets
 
 [[ "$what" == "rust" ]] && exit 0
 
-echo "== building the hub for the JavaScript suites"
-cargo build --bin wxhub
-export WXHUB_BIN="$root/target/debug/wxhub"
+# The hub and wxhub-bench for the suites below, from the build `cargo test` just made, and
+# where cargo put them (CARGO_TARGET_DIR and cargo's config decide, not `target/`). A plain
+# `cargo build --bin wxhub` would recompile ~28 crates: without the dev-dependencies their
+# features differ (resolver 2). With the test targets in it, this build reuses all of that
+# and compiles only wxhub-bench's binary.
+echo "== the hub and wxhub-bench, as cargo test built them"
+bins="$(cargo build --workspace --all-targets --message-format=json-render-diagnostics | python3 -c '
+import json, sys
+exe = {}
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == ["bin"] and not m["profile"]["test"]:
+        exe[m["target"]["name"]] = m["executable"]
+print(exe["wxhub"]); print(exe["wxhub-bench"])')"
+{ read -r WXHUB_BIN; read -r WXHUB_BENCH_BIN; } <<<"$bins"
+export WXHUB_BIN WXHUB_BENCH_BIN
 
 if [[ ! -x /usr/bin/chromium ]]; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
@@ -30,7 +43,7 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 
 echo "== load generator smoke (bench/smoke.sh)"
-WXHUB_BIN="$WXHUB_BIN" bench/smoke.sh
+bench/smoke.sh
 
 echo "== Autobahn conformance (scripts/autobahn.sh)"
 scripts/autobahn.sh "$WXHUB_BIN"

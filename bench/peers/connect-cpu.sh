@@ -12,11 +12,18 @@ here="$(cd "$(dirname "$0")" && pwd)"
 REPS="${REPS:-3}"
 PEERS="${PEERS:-wxhub-url ws}"
 WORK="${WORK:-/tmp/wxhub-peers}"
-B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
-[ -x "$B" ] || { echo "no wsbench at $B: run bench/peers/run-matrix.sh once first" >&2; exit 1; }
-export PEERS_DIR="$WORK"
-export WXHUB_BIN="$(cd "$(dirname "${WXHUB_BIN:-target/release/wxhub}")" && pwd)/$(basename "${WXHUB_BIN:-target/release/wxhub}")"
 source "$here/lib.sh"
+# wsbench as run-matrix.sh built it in $WORK, in cargo's target directory for it.
+B="${WSBENCH:-}"
+if [ -z "$B" ] && [ -f "$WORK/wsbench/Cargo.toml" ]; then
+  B="$(target_dir "$WORK/wsbench/Cargo.toml")/release/wsbench"
+fi
+[ -x "$B" ] || { echo "no wsbench${B:+ at $B}: run bench/peers/run-matrix.sh once first" >&2; exit 1; }
+export PEERS_DIR="$WORK"
+# The hub: WXHUB_BIN, else the release build in cargo's target directory; absolute, for
+# start.sh.
+[ -n "${WXHUB_BIN:-}" ] || WXHUB_BIN="$(target_dir "$here/../../Cargo.toml")/release/wxhub"
+export WXHUB_BIN="$(realpath -m "$WXHUB_BIN")"
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 log=$(mktemp)

@@ -3,6 +3,14 @@
 # peer_flags PEER sets QS (a query for the URL) and PF (wsbench's client flags); COMMON
 # holds the flags every run shares.
 # shellcheck shell=bash
+
+# target_dir MANIFEST: cargo's target directory for that Cargo.toml, wherever
+# CARGO_TARGET_DIR or cargo's config puts it.
+target_dir() {
+  cargo metadata --format-version 1 --no-deps --manifest-path "$1" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
 peer_flags() {
   QS=''
   case "$1" in

@@ -17,18 +17,21 @@ PEERS="${PEERS:-wxhub ws socketio}"
 TESTS="${TESTS:-idle10k sat1k sat10k rate1k rate10k}"
 OUT="${OUT:-/tmp/wsbench-results}"
 WORK="${WORK:-/tmp/wxhub-peers}"
-export WXHUB_BIN="$(cd "$(dirname "${WXHUB_BIN:-target/release/wxhub}")" && pwd)/$(basename "${WXHUB_BIN:-target/release/wxhub}")"
+# peer_flags, COMMON, start_holders: the clients each hub gets, shared with connect-cpu.sh;
+# target_dir.
+source "$here/lib.sh"
+# The hub: WXHUB_BIN, else the release build in cargo's target directory; absolute, for
+# start.sh.
+[ -n "${WXHUB_BIN:-}" ] || WXHUB_BIN="$(target_dir "$here/../../Cargo.toml")/release/wxhub"
+export WXHUB_BIN="$(realpath -m "$WXHUB_BIN")"
 mkdir -p "$OUT" "$WORK"
 cp -r "$here/." "$WORK/"
 if [[ " $PEERS " == *" ws "* || " $PEERS " == *" socketio "* ]]; then
   [ -d "$WORK/node_modules" ] || (cd "$WORK" && npm ci --silent)
 fi
-B="${WSBENCH:-$WORK/wsbench/target/release/wsbench}"
-[ -x "$B" ] || (cd "$WORK/wsbench" && cargo build --release --quiet)
+B="${WSBENCH:-$(target_dir "$WORK/wsbench/Cargo.toml")/release/wsbench}"
+[ -x "$B" ] || cargo build --release --quiet --manifest-path "$WORK/wsbench/Cargo.toml"
 export PEERS_DIR="$WORK"
-
-# peer_flags, COMMON, start_holders: the clients each hub gets, shared with connect-cpu.sh.
-source "$here/lib.sh"
 test_flags() {
   HOLDERS=0
   case "$1" in

@@ -2,7 +2,8 @@
 # Start one hub on 127.0.0.1 in the background and print "PID PORT URL".
 #   start.sh wxhub|wxhub-bare|wxhub-url|ws|socketio
 # wxhub:    this project's hub (wxhub-bare, wxhub-url: the same hub, for clients that only
-#           connect, or that join and subscribe in the handshake's query); WXHUB_BIN (default target/release/wxhub), on 127.0.0.1:8083,
+#           connect, or that join and subscribe in the handshake's query); WXHUB_BIN (default
+#           release/wxhub in cargo's target directory), on 127.0.0.1:8083,
 #           with the per-session rate limit lifted (the load generator's publisher sends
 #           thousands of commands per second; wxhub refuses past 50/s by default).
 # ws:       ws-hub.js (npm ws) on 127.0.0.1:8081.
@@ -20,7 +21,12 @@ mkdir -p "$logdir"
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 case "$peer" in
   wxhub|wxhub-bare|wxhub-url)
-    bin="${WXHUB_BIN:-target/release/wxhub}"
+    bin="${WXHUB_BIN:-}"
+    # Else in cargo's target directory, wherever CARGO_TARGET_DIR or cargo's config puts it.
+    if [ -z "$bin" ]; then
+      bin="$(cargo metadata --format-version 1 --no-deps --manifest-path "$here/../../Cargo.toml" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/wxhub"
+    fi
     [ -x "$bin" ] || { echo "no wxhub binary at $bin (cargo build --release)" >&2; exit 1; }
     port=8083; url="ws://127.0.0.1:8083/ws"
     RUST_LOG=warn WXHUB_RATE_LIMIT="${WXHUB_RATE_LIMIT:-1000000}" WXHUB_RATE_BURST="${WXHUB_RATE_BURST:-1000000}" \
