@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every wxhub-bench figure of docs/BENCHMARKS.md (section 2), REPS times in a row, each
+# Every wxhub-bench figure of docs/BENCHMARKS.md (under the table), REPS times in a row, each
 # run against a hub it starts itself, with the hub's rate limit lifted. Writes one file
 # per run to OUT and prints each run's main rows; the JSON line ends every file.
 #
@@ -39,7 +39,7 @@ runs=(
   "chatroom-1k|chatroom --clients 1000 --rate 0.2"
   "ticker-10k|ticker --clients 10000 --tick-ms 1000"
   # The same two at the other's rate: what a delivery costs depends on how often each
-  # session is written, not on which path fed it (docs/BENCHMARKS.md, section 5).
+  # session is written, not on which path fed it (docs/BENCHMARKS.md, known limit 1).
   "fanout-1hz-10k|fanout --clients 10000 --rate 1"
   "ticker-10hz-10k|ticker --clients 10000 --tick-ms 100"
 )
