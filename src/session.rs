@@ -401,15 +401,14 @@ impl Session {
     /// alive, and a ping in the middle of its exchange is a frame it did not ask for
     /// (RFC 6455 allows it, the Autobahn suite's strict cases do not expect it).
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let silent = self.last_heard.elapsed();
-        let limits = &self.shared.limits;
-        if silent > limits.client_timeout {
-            log::debug!("session {} timed out", self.id);
-            self.shut(ctx, CloseReason::HeartbeatTimeout, None);
-        } else if self.mode == Mode::Hub
-            && (silent >= limits.heartbeat / 2 || silent + limits.heartbeat > limits.client_timeout)
-        {
-            write_frame(OpCode::Ping, b"");
+        match liveness(self.last_heard.elapsed(), &self.shared.limits) {
+            Liveness::TimedOut => {
+                log::debug!("session {} timed out", self.id);
+                self.shut(ctx, CloseReason::HeartbeatTimeout, None);
+            }
+            // `/echo` sessions answer what they are sent and nothing else: never a ping.
+            Liveness::Ping if self.mode == Mode::Hub => write_frame(OpCode::Ping, b""),
+            Liveness::Ping | Liveness::Fine => {}
         }
     }
 
@@ -814,6 +813,31 @@ impl StreamHandler<Result<ws::Message, ReadError>> for Session {
     }
 }
 
+/// What a heartbeat check does about a client, from how long it has been silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    /// Heard from recently enough: nothing to do.
+    Fine,
+    /// Ping it: it has been quiet for half a heartbeat, or the next check (a heartbeat
+    /// from now) would find it silent past the timeout.
+    Ping,
+    /// Silent past the client timeout: drop it.
+    TimedOut,
+}
+
+/// The heartbeat's decision for a client silent for `silent` (see [`Session::heartbeat`]).
+fn liveness(silent: Duration, limits: &Limits) -> Liveness {
+    if silent > limits.client_timeout {
+        Liveness::TimedOut
+    } else if silent >= limits.heartbeat / 2
+        || silent.saturating_add(limits.heartbeat) > limits.client_timeout
+    {
+        Liveness::Ping
+    } else {
+        Liveness::Fine
+    }
+}
+
 fn msg_is_control(msg: &ws::Message) -> bool {
     matches!(
         msg,
@@ -837,6 +861,48 @@ mod tests {
             "Session is {} bytes",
             std::mem::size_of::<Session>()
         );
+    }
+
+    fn limits(heartbeat_ms: u64, client_timeout_ms: u64) -> Limits {
+        Limits {
+            max_message: 1 << 16,
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            client_timeout: Duration::from_millis(client_timeout_ms),
+            max_queued: 1 << 20,
+            rate: 50.0,
+            burst: 100.0,
+        }
+    }
+
+    const NS: Duration = Duration::from_nanos(1);
+
+    /// A client is pinged once it has been quiet for half a heartbeat, and dropped once
+    /// silent past the timeout (not at it): each outcome, and each side of each boundary.
+    #[test]
+    fn liveness_pings_at_half_a_heartbeat_and_times_out_past_the_timeout() {
+        let l = limits(10_000, 30_000);
+        let s = Duration::from_secs;
+        assert_eq!(liveness(Duration::ZERO, &l), Liveness::Fine);
+        assert_eq!(liveness(s(5) - NS, &l), Liveness::Fine);
+        assert_eq!(liveness(s(5), &l), Liveness::Ping);
+        assert_eq!(liveness(s(20), &l), Liveness::Ping);
+        assert_eq!(liveness(s(30), &l), Liveness::Ping);
+        assert_eq!(liveness(s(30) + NS, &l), Liveness::TimedOut);
+        assert_eq!(liveness(s(3600), &l), Liveness::TimedOut);
+    }
+
+    /// With a timeout less than a heartbeat and a half, half a heartbeat of silence would
+    /// come too late: a client the next check would drop is pinged now, however short its
+    /// silence; one the next check would still find within the timeout is not.
+    #[test]
+    fn liveness_pings_a_client_the_next_check_would_drop() {
+        let l = limits(10_000, 12_000);
+        let ms = Duration::from_millis;
+        assert_eq!(liveness(ms(2_000), &l), Liveness::Fine);
+        assert_eq!(liveness(ms(2_000) + NS, &l), Liveness::Ping);
+        assert_eq!(liveness(ms(4_999), &l), Liveness::Ping);
+        assert_eq!(liveness(ms(12_000), &l), Liveness::Ping);
+        assert_eq!(liveness(ms(12_000) + NS, &l), Liveness::TimedOut);
     }
 
     fn size_with_and_without_option<S>(_: &S) -> (usize, usize) {

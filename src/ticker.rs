@@ -262,6 +262,25 @@ mod tests {
         }
     }
 
+    /// How many ticks the recorder has been handed.
+    #[derive(Message)]
+    #[rtype(result = "usize")]
+    struct Count;
+    impl Handler<Count> for Recorder {
+        type Result = usize;
+        fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    /// The ticks the recorder has been handed, once everything the ticker has done so far
+    /// (its due timer included: an actor polls its timers with its mailbox) has reached it
+    /// (mailboxes are FIFO).
+    async fn published(ticker: &Addr<Ticker>, recorder: &Addr<Recorder>) -> usize {
+        ticker.send(IsRunning).await.unwrap();
+        recorder.send(Count).await.unwrap()
+    }
+
     fn market() -> Market {
         Market {
             model: ModelConfig {
@@ -302,25 +321,66 @@ mod tests {
         assert!(!ticker.send(IsRunning).await.unwrap());
     }
 
-    #[actix::test]
-    async fn the_timer_ticks_while_watched() {
+    /// An actix system whose clock starts paused (tokio's `test-util`): time moves only by
+    /// `tokio::time::advance`, and timers fire exactly at their deadlines. The clock must be
+    /// paused from the runtime's start: tokio rounds deadlines up to whole milliseconds from
+    /// then, which `tokio::time::pause()` called later would leave out of step with the
+    /// paused clock (a timer could fire up to a millisecond late).
+    fn paused_system() -> SystemRunner {
+        System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .expect("a runtime with a paused clock")
+        })
+    }
+
+    /// The timer ticks once per period while a group is watched, never while none is,
+    /// and is re-armed from each tick rather than on a fixed schedule, so a late tick is
+    /// not followed by others to catch up. Time is tokio's paused clock, moved by hand
+    /// (actix's timers are tokio's): each count below is exact.
+    #[test]
+    fn the_timer_ticks_once_per_period_while_watched() {
+        paused_system().block_on(ticks_once_per_period_while_watched());
+    }
+
+    async fn ticks_once_per_period_while_watched() {
+        let market = market();
+        let tick = market.tick;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let hub = Recorder(seen.clone()).start();
-        let ticker = Ticker::new(market(), hub.clone().recipient()).start();
-        ticker
-            .send(FeedDemand {
-                group: Arc::from("stock"),
-                watched: true,
-            })
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while seen.lock().unwrap().len() < 4 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the timer never ticked"
-            );
-            actix::clock::sleep(Duration::from_millis(5)).await;
+        let recorder = Recorder(seen).start();
+        let ticker = Ticker::new(market, recorder.clone().recipient()).start();
+        let watch = |watched| FeedDemand {
+            group: Arc::from("stock"),
+            watched,
+        };
+        let (t, r) = (&ticker, &recorder);
+        let advance = move |by| async move {
+            tokio::time::advance(by).await;
+            published(t, r).await
+        };
+        // The opening snapshot only, however long nobody watches.
+        assert_eq!(published(&ticker, &recorder).await, 1);
+        assert_eq!(advance(tick * 10).await, 1, "no tick while nobody watches");
+
+        ticker.send(watch(true)).await.unwrap();
+        assert_eq!(advance(tick - Duration::from_millis(1)).await, 1);
+        assert_eq!(
+            advance(Duration::from_millis(1)).await,
+            2,
+            "a tick after one period"
+        );
+        for n in 3..=7 {
+            assert_eq!(advance(tick).await, n, "one tick per period");
         }
+        // Three periods at once (a busy thread): one tick, and the next a period later.
+        assert_eq!(advance(tick * 3).await, 8);
+        assert_eq!(advance(tick - Duration::from_millis(1)).await, 8);
+        assert_eq!(advance(Duration::from_millis(1)).await, 9);
+
+        ticker.send(watch(false)).await.unwrap();
+        assert!(!ticker.send(IsRunning).await.unwrap());
+        assert_eq!(advance(tick * 10).await, 9, "no tick once nobody watches");
     }
 }

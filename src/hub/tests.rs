@@ -556,33 +556,81 @@ async fn a_slow_consumer_is_dropped_and_the_others_get_everything() {
     assert_eq!(acks.last().unwrap()["delivered"], 1);
 }
 
-/// `beat` flags one eighth of the sessions per call, in turn: after eight calls every
-/// session has been flagged exactly once.
-#[actix::test]
-async fn the_hub_paces_every_sessions_heartbeat() {
+/// An actix system whose clock starts paused (tokio's `test-util`): time moves only by
+/// `tokio::time::advance`, and timers fire exactly at their deadlines. The clock must be
+/// paused from the runtime's start: tokio rounds deadlines up to whole milliseconds from
+/// then, which `tokio::time::pause()` called later would leave out of step with the
+/// paused clock (a timer could fire up to a millisecond late).
+fn paused_system() -> SystemRunner {
+    System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime with a paused clock")
+    })
+}
+
+/// The sessions the hub has asked for a heartbeat check since this was last called,
+/// once the hub has handled everything so far (its due timer included: an actor polls
+/// its timers with its mailbox).
+async fn beaten(hub: &Addr<Hub>, clients: &[Client]) -> Vec<SessionId> {
+    settle(hub).await;
+    clients
+        .iter()
+        .filter(|c| c.outbox.drain_into(&mut Default::default()).beat)
+        .map(|c| c.id)
+        .collect()
+}
+
+/// One timer paces every session's heartbeat: each `heartbeat / 8` the hub asks one of
+/// the pool's eight sets of sessions (ids modulo 8) to check, in turn, so each session,
+/// joined or not, is asked exactly once per heartbeat, an eighth of them at a time.
+/// Time is tokio's paused clock, moved by hand (actix's timers are tokio's): which
+/// session is asked after each step is exact.
+#[test]
+fn the_hub_paces_every_sessions_heartbeat() {
+    paused_system().block_on(paces_every_sessions_heartbeat());
+}
+
+async fn paces_every_sessions_heartbeat() {
+    let phases = HEARTBEAT_PHASES as u32;
+    let step = Duration::from_millis(10);
     let hub = Hub::new(HubConfig {
-        heartbeat: Some(Duration::from_millis(80)),
+        heartbeat: Some(step * phases),
         ..config(10, Vec::new())
     })
     .start();
-    // Sessions in different phases (ids modulo 8), joined or not.
-    let clients = [client(&hub, 1).await, client(&hub, 6).await];
-    clients[0].join("a").await;
-    for c in &clients {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            settle(&hub).await;
-            if c.outbox.drain_into(&mut Default::default()).beat {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no heartbeat for {}",
-                c.id
-            );
-            actix::clock::sleep(Duration::from_millis(10)).await;
+    // One session in each set, every other one joined.
+    let mut clients = Vec::new();
+    for id in 1..=HEARTBEAT_PHASES as SessionId {
+        let c = client(&hub, id).await;
+        if id % 2 == 0 {
+            c.join(&format!("user{id}")).await;
         }
+        clients.push(c);
     }
+    tokio::time::advance(step - Duration::from_millis(1)).await;
+    let nobody: [SessionId; 0] = [];
+    assert_eq!(
+        beaten(&hub, &clients).await,
+        nobody,
+        "not before the first step"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    // Two heartbeats: beat `k` (from 0) asks set `k % 8`, i.e. the session whose id is
+    // `k` modulo 8 (8 for set 0).
+    for k in 0..2 * phases {
+        if k > 0 {
+            tokio::time::advance(step).await;
+        }
+        let set = (k % phases) as SessionId;
+        let expected = if set == 0 { phases as SessionId } else { set };
+        assert_eq!(beaten(&hub, &clients).await, [expected], "beat {k}");
+    }
+    // Half a step more: nobody is asked.
+    tokio::time::advance(step / 2).await;
+    assert_eq!(beaten(&hub, &clients).await, nobody);
 }
 
 #[actix::test]
