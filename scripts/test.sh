@@ -48,7 +48,7 @@ bench/smoke.sh
 echo "== Autobahn conformance (scripts/autobahn.sh)"
 scripts/autobahn.sh "$WXHUB_BIN"
 
-for suite in tests/browser examples/miniprogram/test; do
+for suite in clients/js tests/browser examples/miniprogram/test; do
   if [[ -f "$suite/package.json" ]]; then
     echo "== $suite"
     (cd "$suite" && npm ci --no-audit --no-fund --loglevel=error && npm test)

@@ -2,7 +2,7 @@
 //!
 //! `GET /ws` is the WebSocket endpoint; `GET /` is too when the request is a WebSocket
 //! handshake (classic clients connect with no path) and serves the demo page otherwise;
-//! `GET /healthz` answers 200; `GET /echo` (test-only, `--echo-route`) echoes. The
+//! `GET /client.js` serves the JavaScript client library; `GET /healthz` answers 200; `GET /echo` (test-only, `--echo-route`) echoes. The
 //! handshake's query (a join and subscriptions, [`crate::opening`]), origins and the
 //! connection limit are checked before the upgrade. The page is compiled into the
 //! binary, so the working directory does not matter.
@@ -26,6 +26,10 @@ use crate::ticker::Ticker;
 
 /// The demo page, served at `/`.
 const INDEX_HTML: &str = include_str!("../templates/index.html");
+
+/// The JavaScript client library (`clients/js/`), served at `/client.js` for the demo
+/// page and any page that would rather not vendor it.
+const CLIENT_JS: &str = include_str!("../clients/js/wxhub.js");
 
 /// What every request handler needs.
 #[derive(Clone)]
@@ -136,6 +140,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             .app_data(web::Data::new(state.clone()))
             .route("/ws", web::get().to(websocket))
             .route("/healthz", web::get().to(healthz))
+            .route("/client.js", web::get().to(client_js))
             .route("/", web::get().to(index));
         if echo {
             app.route("/echo", web::get().to(echo_route))
@@ -368,6 +373,13 @@ async fn index(
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(INDEX_HTML))
+}
+
+async fn client_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(CLIENT_JS)
 }
 
 async fn healthz() -> HttpResponse {

@@ -266,3 +266,22 @@ async fn http_routes() {
     assert_eq!(c.request(json!({"type":"ping"})).await["type"], "pong");
     hub.stop().await;
 }
+
+#[actix_web::test]
+async fn the_client_library_is_served_as_it_is_in_the_repository() {
+    let hub = TestHub::start(config());
+    let response = http_get(hub.addr, "/client.js").await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/javascript"),
+        "{head}"
+    );
+    let source = include_str!("../clients/js/wxhub.js");
+    assert!(
+        body.contains(source),
+        "the served library differs from clients/js/wxhub.js"
+    );
+    hub.stop().await;
+}
