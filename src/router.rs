@@ -42,10 +42,21 @@ pub enum Sender {
     Server(Arc<str>),
 }
 
+impl Sender {
+    /// The sending session, if a client sent it.
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            Sender::Session(id) => Some(*id),
+            Sender::Server(_) => None,
+        }
+    }
+}
+
 /// What an operation did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Sessions whose outbox took the message (`ack.delivered`).
+    /// Sessions whose outbox took the message (`ack.delivered`), the sending session's
+    /// own copy not counted (its user's other sessions are).
     pub delivered: usize,
     /// Sessions cut off during the operation because their outbox refused a frame
     /// (closed, or past its bound as a slow consumer); they are removed, and their
@@ -326,6 +337,7 @@ impl Router {
         to: &str,
         body: &RawValue,
     ) -> Result<Outcome, ReplyError> {
+        let sender = from.session();
         let from = self.sender_name(from)?;
         // Checked, so that an error never echoes more than a valid name, and in NFC, as
         // names are kept.
@@ -344,7 +356,13 @@ impl Router {
             body,
             ts: now_ms(),
         });
-        let delivered = deliver(targets, &frame, &mut self.wakes, &mut self.unreachable);
+        let delivered = deliver(
+            targets,
+            &frame,
+            sender,
+            &mut self.wakes,
+            &mut self.unreachable,
+        );
         Ok(self.finish(Outcome {
             delivered,
             ..Outcome::default()
@@ -353,6 +371,7 @@ impl Router {
 
     /// `broadcast`: to every joined session.
     pub fn broadcast(&mut self, from: &Sender, body: &RawValue) -> Result<Outcome, ReplyError> {
+        let sender = from.session();
         let from = self.sender_name(from)?;
         let frame = encode(&Event::Message {
             kind: Kind::Broadcast,
@@ -363,7 +382,13 @@ impl Router {
             ts: now_ms(),
         });
         let targets = self.pool.joined_outboxes();
-        let delivered = deliver(targets, &frame, &mut self.wakes, &mut self.unreachable);
+        let delivered = deliver(
+            targets,
+            &frame,
+            sender,
+            &mut self.wakes,
+            &mut self.unreachable,
+        );
         Ok(self.finish(Outcome {
             delivered,
             ..Outcome::default()
@@ -406,6 +431,7 @@ impl Router {
         let delivered = deliver(
             members.outboxes(),
             &frame,
+            from.session(),
             &mut self.wakes,
             &mut self.unreachable,
         );
@@ -423,6 +449,7 @@ impl Router {
             delivered = deliver(
                 members.outboxes(),
                 frame,
+                None,
                 &mut self.wakes,
                 &mut self.unreachable,
             );
@@ -563,6 +590,7 @@ impl Router {
                     outcome.announced += deliver(
                         group.watchers(),
                         &frame,
+                        None,
                         &mut self.wakes,
                         &mut self.unreachable,
                     );
@@ -591,18 +619,20 @@ impl Router {
     }
 }
 
-/// Queues `frame` in every outbox of `targets`; returns how many took it and notes the
-/// others in `unreachable`. One shared frame, no allocation per recipient.
+/// Queues `frame` in every outbox of `targets`; returns how many took it, not counting
+/// `sender` (a client's own copy is no delivery to anyone else), and notes the others in
+/// `unreachable`. One shared frame, no allocation per recipient.
 fn deliver<'a>(
     targets: impl Iterator<Item = (SessionId, &'a Arc<Outbox>)>,
     frame: &ByteString,
+    sender: Option<SessionId>,
     wakes: &mut WakeBatch,
     unreachable: &mut Vec<SessionId>,
 ) -> usize {
     let mut delivered = 0;
     for (id, outbox) in targets {
         if outbox.push_batched(frame, wakes) {
-            delivered += 1;
+            delivered += usize::from(Some(id) != sender);
         } else {
             unreachable.push(id);
         }

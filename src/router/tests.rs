@@ -179,6 +179,13 @@ fn a_direct_message_reaches_every_session_of_the_user() {
             (&json!("alice"), &json!("bob"), &json!("direct"))
         );
     }
+    // To oneself: the user's other session counts, the sending one does not.
+    let me = r
+        .router
+        .send(&Sender::Session(2), "bob", &body(json!(1)))
+        .unwrap();
+    assert_eq!(me.delivered, 1);
+    assert_eq!((r.events(2).len(), r.events(3).len()), (1, 1));
     let e = r
         .router
         .send(&server(), "nobody", &body(json!(1)))
@@ -204,9 +211,12 @@ fn a_broadcast_reaches_joined_sessions_only() {
         .router
         .broadcast(&Sender::Session(2), &body(json!(1)))
         .unwrap();
-    assert_eq!(out.delivered, 2);
+    assert_eq!(out.delivered, 1, "the sender's own copy is not counted");
     assert_eq!(r.events(1)[0]["kind"], "broadcast");
+    assert_eq!(r.events(2)[0]["kind"], "broadcast", "but it arrives");
     assert!(r.events(3).is_empty());
+    let out = r.router.broadcast(&server(), &body(json!(2))).unwrap();
+    assert_eq!(out.delivered, 2);
 }
 
 #[test]

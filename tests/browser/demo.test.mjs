@@ -289,7 +289,7 @@ scenario('two users chat: direct, group and broadcast messages, online list foll
   // Broadcast: alice gets it; bob's own copy (the hub echoes it) is shown once, not twice.
   await send(bob, 'broadcast', '', 'hello everyone');
   await received(alice, 'broadcast', 'bob', 'hello everyone').waitFor({ timeout: WAIT });
-  await delivery(bob, 'hello everyone').filter({ hasText: 'delivered to 2' }).waitFor({ timeout: WAIT });
+  await delivery(bob, 'hello everyone').filter({ hasText: 'delivered to 1' }).waitFor({ timeout: WAIT });
   assert.equal(await bob.locator('#log li', { hasText: 'hello everyone' }).count(), 1);
 
   // Errors in plain words.
