@@ -59,7 +59,7 @@ run() {
   if timeout 90 "$bench" "$@" --hub-log "$logdir/$name.hub.log" --label "smoke.$name" >"$out" 2>&1; then
     # The line that says what was measured, for the CI log.
     local what
-    what="$(grep -E '^  (deliveries|direct|chatroom|ticker|connected) ' "$out" | tail -1 | sed 's/^ *//')"
+    what="$(grep -E '^  (deliveries|direct|chatroom|ticker|connected|hub RSS after idle) ' "$out" | tail -1 | sed 's/^ *//')"
     echo "ok   $name ($((SECONDS - start)) s): $what"
   else
     failed=$((failed + 1))
@@ -79,6 +79,7 @@ run fanout-rate     fanout   --clients "$n" --rate 100 "${common[@]}"
 run direct          direct   --clients "$((n / 2 > 0 ? n / 2 : 1))" --window 2 "${common[@]}"
 run chatroom        chatroom --clients "$n" --rate 2 "${common[@]}"
 run ticker          ticker   --clients "$n" --tick-ms 100 "${common[@]}"
+run groups          groups   --clients "$n" --groups 3 --cycles 2 --idle-s 1 --sample-s 0.5 "${common[@]}"
 
 # The tool must refuse anything but loopback before opening a socket.
 ran=$((ran + 1))

@@ -10,6 +10,8 @@
 //!   `--window`, or `--rate` per client); messages/s and latency.
 //! * `chatroom`: N members of one group, every one publishing at a low rate.
 //! * `ticker`: N subscribers of `stock`; deliveries/s and hub CPU at a tick interval.
+//! * `groups`: cycles of N joined clients in K groups each, then all gone; the hub's RSS
+//!   per connection and per membership, and whether it comes back down when idle.
 //!
 //! The hub is given with `--url` (and `--pid` for its memory and CPU), or started by the
 //! tool with `--hub-bin` on a free loopback port. Only loopback targets are accepted.
@@ -52,6 +54,9 @@ pub enum Scenario {
     Chatroom(ChatroomArgs),
     /// N subscribers of `stock`: deliveries/s and hub CPU at a tick interval.
     Ticker(TickerArgs),
+    /// Cycles of N joined clients that each subscribe to K groups and then all
+    /// disconnect; hub RSS per connection and per membership, and while idle after.
+    Groups(GroupsArgs),
 }
 
 /// Flags every scenario has.
@@ -209,6 +214,35 @@ pub struct TickerArgs {
     pub join: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct GroupsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Groups each client subscribes to (the hub's --max-groups must allow them).
+    #[arg(long, default_value_t = 100)]
+    pub groups: usize,
+    /// Every client subscribes to the same K groups (default: K groups of its own).
+    #[arg(long)]
+    pub shared: bool,
+    /// Connect, subscribe, disconnect this many times.
+    #[arg(long, default_value_t = 3)]
+    pub cycles: usize,
+    /// Subscribes in flight at once, over all clients: the hub answers `overloaded` past
+    /// its mailbox (--hub-mailbox, 8192 by default).
+    #[arg(long, default_value_t = 2048)]
+    pub inflight: usize,
+    /// Hold the clients this long once subscribed, before they disconnect (time to look
+    /// at the hub from outside, e.g. with a heap profiler).
+    #[arg(long, default_value_t = 0.0)]
+    pub hold_s: f64,
+    /// Then watch the idle hub's RSS this long...
+    #[arg(long, default_value_t = 40.0)]
+    pub idle_s: f64,
+    /// ... reading it this often.
+    #[arg(long, default_value_t = 5.0)]
+    pub sample_s: f64,
+}
+
 impl Scenario {
     pub fn common(&self) -> &Common {
         match self {
@@ -217,6 +251,7 @@ impl Scenario {
             Scenario::Direct(a) => &a.common,
             Scenario::Chatroom(a) => &a.common,
             Scenario::Ticker(a) => &a.common,
+            Scenario::Groups(a) => &a.common,
         }
     }
 
@@ -227,6 +262,7 @@ impl Scenario {
             Scenario::Direct(_) => "direct",
             Scenario::Chatroom(_) => "chatroom",
             Scenario::Ticker(_) => "ticker",
+            Scenario::Groups(_) => "groups",
         }
     }
 
@@ -238,6 +274,7 @@ impl Scenario {
             Scenario::Direct(a) => a.common.clients * 2,
             Scenario::Chatroom(a) => a.common.clients,
             Scenario::Ticker(a) => a.common.clients,
+            Scenario::Groups(a) => a.common.clients,
         }
     }
 }

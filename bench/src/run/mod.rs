@@ -1,7 +1,7 @@
 //! Running a scenario: the state the client tasks share ([`Run`]), the phases they
 //! follow, and the dispatch to the scenario's own module (`idle`, `fanout`, `direct`,
-//! `chatroom`, `ticker`, one file each). The measuring code those share lives beside
-//! them: the counters (`recorder`), one client's connection and loop (`client`),
+//! `chatroom`, `ticker`, `groups`, one file each). The measuring code those share lives
+//! beside them: the counters (`recorder`), one client's connection and loop (`client`),
 //! connecting them all (`connect`), settling and the measurement window (`measure`),
 //! and the table and JSON line (`report`).
 //!
@@ -13,6 +13,7 @@ mod client;
 mod connect;
 mod direct;
 mod fanout;
+mod groups;
 mod idle;
 mod measure;
 mod recorder;
@@ -125,6 +126,7 @@ pub(crate) async fn run(run: Arc<Run>, scenario: Scenario) -> Report {
         Scenario::Direct(a) => direct::direct(run, a.window, a.rate).await,
         Scenario::Chatroom(a) => chatroom::chatroom(run, a.rate, a.group).await,
         Scenario::Ticker(a) => ticker::ticker(run, a.tick_ms, a.group, a.join).await,
+        Scenario::Groups(a) => groups::groups(run, &a).await,
     }
 }
 
