@@ -41,3 +41,24 @@ pub mod session;
 pub mod ticker;
 
 pub use config::Config;
+
+/// What the crate's unit tests share.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use actix::{System, SystemRunner};
+
+    /// An actix system whose clock starts paused (tokio's `test-util`): time moves only by
+    /// `tokio::time::advance`, and timers fire exactly at their deadlines. The clock must be
+    /// paused from the runtime's start: tokio rounds deadlines up to whole milliseconds from
+    /// then, which `tokio::time::pause()` called later would leave out of step with the
+    /// paused clock (a timer could fire up to a millisecond late).
+    pub(crate) fn paused_system() -> SystemRunner {
+        System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .expect("a runtime with a paused clock")
+        })
+    }
+}

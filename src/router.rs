@@ -131,10 +131,6 @@ impl Router {
         &self.pool
     }
 
-    pub fn policies(&self) -> &Policies {
-        &self.policies
-    }
-
     /// A new session, with the outbox its frames go to.
     pub fn connect(&mut self, id: SessionId, outbox: Arc<Outbox>) {
         self.pool.connect(id, outbox);

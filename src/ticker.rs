@@ -248,6 +248,7 @@ mod tests {
 
     use super::*;
     use crate::market::default_symbols;
+    use crate::testkit::paused_system;
 
     /// Stands in for the hub: records the groups of every tick it is handed.
     struct Recorder(Arc<Mutex<Vec<Vec<String>>>>);
@@ -319,21 +320,6 @@ mod tests {
         assert!(ticker.send(IsRunning).await.unwrap());
         ticker.send(watch("stock.600519", false)).await.unwrap();
         assert!(!ticker.send(IsRunning).await.unwrap());
-    }
-
-    /// An actix system whose clock starts paused (tokio's `test-util`): time moves only by
-    /// `tokio::time::advance`, and timers fire exactly at their deadlines. The clock must be
-    /// paused from the runtime's start: tokio rounds deadlines up to whole milliseconds from
-    /// then, which `tokio::time::pause()` called later would leave out of step with the
-    /// paused clock (a timer could fire up to a millisecond late).
-    fn paused_system() -> SystemRunner {
-        System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()
-                .expect("a runtime with a paused clock")
-        })
     }
 
     /// The timer ticks once per period while a group is watched, never while none is,

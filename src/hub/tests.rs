@@ -14,6 +14,7 @@ use crate::outbox::Wake;
 use crate::policy::Policies;
 use crate::pool::SessionId;
 use crate::protocol::{Body, RequestId, UsersPage, MAX_PAGE};
+use crate::testkit::paused_system;
 use crate::ticker::{Advance, IsRunning, Market, Ticker};
 
 /// A message body, as a session would pass it on.
@@ -557,21 +558,6 @@ async fn a_slow_consumer_is_dropped_and_the_others_get_everything() {
     // Every ack after the drop counts one delivery: the fast member alone.
     let acks = sender.take().await;
     assert_eq!(acks.last().unwrap()["delivered"], 1);
-}
-
-/// An actix system whose clock starts paused (tokio's `test-util`): time moves only by
-/// `tokio::time::advance`, and timers fire exactly at their deadlines. The clock must be
-/// paused from the runtime's start: tokio rounds deadlines up to whole milliseconds from
-/// then, which `tokio::time::pause()` called later would leave out of step with the
-/// paused clock (a timer could fire up to a millisecond late).
-fn paused_system() -> SystemRunner {
-    System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime with a paused clock")
-    })
 }
 
 /// The sessions the hub has asked for a heartbeat check since this was last called,
