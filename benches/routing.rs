@@ -225,6 +225,7 @@ fn fan_out(pool: &Pool, from: &str, body: &RawValue, direct: bool) -> usize {
         from,
         to: None,
         group: Some(GROUP),
+        mid: None,
         body,
         ts: now_ms(),
     });
@@ -441,6 +442,7 @@ fn hub_publish(sys: &SystemRunner, rig: &HubRig) {
         },
         group: GROUP.into(),
         body: body(),
+        mid: None,
     }))
     .expect("publish");
 }

@@ -17,7 +17,7 @@ use crate::error::{CloseReason, ReplyError};
 use crate::policy::Policies;
 use crate::pool::SESSION_SETS;
 use crate::protocol::{encode, Event};
-use crate::router::{Outcome, Router, Sender};
+use crate::router::{Outcome, Post, Router, Sender};
 
 mod messages;
 pub use messages::*;
@@ -204,7 +204,9 @@ impl Handler<SendDirect> for Hub {
     type Result = ();
     fn handle(&mut self, msg: SendDirect, _: &mut Context<Self>) {
         let from = Sender::Session(msg.caller.session);
-        let result = self.router.send(&from, &msg.to, &msg.body);
+        let result = self
+            .router
+            .send(&from, &msg.to, Post::new(&msg.body, msg.mid.as_deref()));
         self.answer(&msg.caller, result, Reply::Ack);
     }
 }
@@ -213,7 +215,9 @@ impl Handler<Broadcast> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         let from = Sender::Session(msg.caller.session);
-        let result = self.router.broadcast(&from, &msg.body);
+        let result = self
+            .router
+            .broadcast(&from, Post::new(&msg.body, msg.mid.as_deref()));
         self.answer(&msg.caller, result, Reply::Ack);
     }
 }
@@ -222,7 +226,9 @@ impl Handler<Publish> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         let from = Sender::Session(msg.caller.session);
-        let result = self.router.publish(&from, &msg.group, &msg.body);
+        let result =
+            self.router
+                .publish(&from, &msg.group, Post::new(&msg.body, msg.mid.as_deref()));
         self.answer(&msg.caller, result, Reply::Ack);
     }
 }

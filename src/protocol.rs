@@ -40,9 +40,12 @@ pub enum Command {
     Direct {
         to: String,
         body: Body,
+        /// The sender's message id, passed on to the recipients (see [`valid_mid`]).
+        mid: Option<String>,
     },
     Broadcast {
         body: Body,
+        mid: Option<String>,
     },
     Subscribe {
         group: String,
@@ -54,6 +57,7 @@ pub enum Command {
     Publish {
         group: String,
         body: Body,
+        mid: Option<String>,
     },
     Users {
         group: Option<String>,
@@ -130,6 +134,8 @@ struct Envelope<'a> {
     after: Option<String>,
     #[serde(default)]
     before: Option<u64>,
+    #[serde(default)]
+    mid: Option<String>,
 }
 
 /// Only the `id`, to echo it in the error about a message that did not decode.
@@ -169,6 +175,23 @@ fn required<T>(field: Option<T>, name: &str) -> Result<T, String> {
     field.ok_or_else(|| format!("missing field `{name}`"))
 }
 
+/// The message-id rule, as the `bad_request` error says it.
+pub const MID_RULE: &str = "`mid` has 1 to 64 of A-Z a-z 0-9 _ . : -";
+
+/// A message id (`mid`): chosen by the sender, unique among its messages, so that a
+/// message sent again after a lost connection can be recognised by its recipients. The
+/// group-name alphabet: nothing to escape, nothing that looks like something else.
+pub fn valid_mid(mid: &str) -> bool {
+    valid_group(mid)
+}
+
+fn message_id(mid: Option<String>) -> Result<Option<String>, String> {
+    match mid {
+        Some(mid) if !valid_mid(&mid) => Err(MID_RULE.to_owned()),
+        mid => Ok(mid),
+    }
+}
+
 impl Envelope<'_> {
     fn command(self, ty: &str) -> Result<Command, String> {
         Ok(match ty {
@@ -179,9 +202,11 @@ impl Envelope<'_> {
             "direct" => Command::Direct {
                 to: required(self.to, "to")?,
                 body: required(self.body, "body")?,
+                mid: message_id(self.mid)?,
             },
             "broadcast" => Command::Broadcast {
                 body: required(self.body, "body")?,
+                mid: message_id(self.mid)?,
             },
             "subscribe" => Command::Subscribe {
                 group: required(self.group, "group")?,
@@ -193,6 +218,7 @@ impl Envelope<'_> {
             "publish" => Command::Publish {
                 group: required(self.group, "group")?,
                 body: required(self.body, "body")?,
+                mid: message_id(self.mid)?,
             },
             "users" => Command::Users {
                 group: self.group,
@@ -450,6 +476,9 @@ pub enum Event<'a> {
         to: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<&'a str>,
+        /// The sender's message id, when it gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mid: Option<&'a str>,
         body: &'a RawValue,
         ts: u64,
     },
@@ -527,11 +556,24 @@ mod tests {
         assert_eq!(id, Some(RequestId::Str("a".into())));
         // The body is kept exactly as the client wrote it.
         assert!(
-            matches!(c, Command::Direct { to, body } if to == "bob" && body.get() == r#"{"x": 1}"#)
+            matches!(c, Command::Direct { to, body, mid: None } if to == "bob" && body.get() == r#"{"x": 1}"#)
         );
+        // A message id is passed on; one that breaks the rule is refused, with the id echoed.
+        let (_, c) = command(r#"{"type":"direct","to":"bob","body":1,"mid":"k3x9-17"}"#);
+        assert!(matches!(c, Command::Direct { mid: Some(m), .. } if m == "k3x9-17"));
+        for bad in [r#""""#, r#""a b""#, r#""é""#, "17"] {
+            let text = format!(r#"{{"type":"publish","group":"g","body":1,"mid":{bad},"id":4}}"#);
+            let err = decode(&text).expect_err(&text);
+            assert_eq!(err.id, Some(RequestId::Int(4)), "{text}");
+        }
+        let long = format!(
+            r#"{{"type":"broadcast","body":1,"mid":"{}"}}"#,
+            "m".repeat(65)
+        );
+        assert!(decode(&long).is_err());
         assert!(matches!(
             command(r#"{"type":"broadcast","body":null}"#).1,
-            Command::Broadcast { body } if body.get() == "null"
+            Command::Broadcast { body, .. } if body.get() == "null"
         ));
         assert!(matches!(
             command(r#"{"type":"subscribe","group":"g"}"#).1,
@@ -547,7 +589,7 @@ mod tests {
         ));
         assert!(matches!(
             command(r#"{"type":"publish","group":"g","body":"hi"}"#).1,
-            Command::Publish { group, body } if group == "g" && body.get() == r#""hi""#
+            Command::Publish { group, body, .. } if group == "g" && body.get() == r#""hi""#
         ));
         assert!(matches!(
             command(r#"{"type":"users"}"#).1,
@@ -711,11 +753,25 @@ mod tests {
                 from: "a",
                 to: None,
                 group: Some("g"),
+                mid: None,
                 body: &body,
                 ts: 1
             })
             .to_string(),
             r#"{"type":"message","kind":"group","from":"a","group":"g","body":{"text":"hi"},"ts":1}"#
+        );
+        assert_eq!(
+            encode(&Event::Message {
+                kind: Kind::Direct,
+                from: "a",
+                to: Some("b"),
+                group: None,
+                mid: Some("m-1"),
+                body: &body,
+                ts: 1
+            })
+            .to_string(),
+            r#"{"type":"message","kind":"direct","from":"a","to":"b","mid":"m-1","body":{"text":"hi"},"ts":1}"#
         );
     }
 }

@@ -52,6 +52,27 @@ impl Sender {
     }
 }
 
+/// A message a client or the server posts: its body, spliced into the event as it came,
+/// and the sender's message id (`mid`), passed on so that recipients can recognise a
+/// message sent again after a lost connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Post<'a> {
+    pub body: &'a RawValue,
+    pub mid: Option<&'a str>,
+}
+
+impl<'a> Post<'a> {
+    pub fn new(body: &'a RawValue, mid: Option<&'a str>) -> Self {
+        Post { body, mid }
+    }
+}
+
+impl<'a> From<&'a RawValue> for Post<'a> {
+    fn from(body: &'a RawValue) -> Self {
+        Post { body, mid: None }
+    }
+}
+
 /// What an operation did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -327,12 +348,7 @@ impl Router {
     }
 
     /// `direct`: to every session of user `to`.
-    pub fn send(
-        &mut self,
-        from: &Sender,
-        to: &str,
-        body: &RawValue,
-    ) -> Result<Outcome, ReplyError> {
+    pub fn send(&mut self, from: &Sender, to: &str, post: Post<'_>) -> Result<Outcome, ReplyError> {
         let sender = from.session();
         let from = self.sender_name(from)?;
         // Checked, so that an error never echoes more than a valid name, and in NFC, as
@@ -349,7 +365,8 @@ impl Router {
             from: &from,
             to: Some(&to),
             group: None,
-            body,
+            mid: post.mid,
+            body: post.body,
             ts: now_ms(),
         });
         let delivered = deliver(
@@ -366,7 +383,7 @@ impl Router {
     }
 
     /// `broadcast`: to every joined session.
-    pub fn broadcast(&mut self, from: &Sender, body: &RawValue) -> Result<Outcome, ReplyError> {
+    pub fn broadcast(&mut self, from: &Sender, post: Post<'_>) -> Result<Outcome, ReplyError> {
         let sender = from.session();
         let from = self.sender_name(from)?;
         let frame = encode(&Event::Message {
@@ -374,7 +391,8 @@ impl Router {
             from: &from,
             to: None,
             group: None,
-            body,
+            mid: post.mid,
+            body: post.body,
             ts: now_ms(),
         });
         let targets = self.pool.joined_outboxes();
@@ -397,7 +415,7 @@ impl Router {
         &mut self,
         from: &Sender,
         group: &str,
-        body: &RawValue,
+        post: Post<'_>,
     ) -> Result<Outcome, ReplyError> {
         let name = self.sender_name(from)?;
         if !valid_group(group) {
@@ -421,7 +439,8 @@ impl Router {
             from: &name,
             to: None,
             group: Some(group),
-            body,
+            mid: post.mid,
+            body: post.body,
             ts: now_ms(),
         });
         let delivered = deliver(

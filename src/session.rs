@@ -598,8 +598,18 @@ impl Session {
         match command {
             Command::Ping => self.to_hub(id, hub::Ping { caller }),
             Command::Join { name, token } => self.join(caller.id, name, token, false),
-            Command::Direct { to, body } => self.to_hub(id, hub::SendDirect { caller, to, body }),
-            Command::Broadcast { body } => self.to_hub(id, hub::Broadcast { caller, body }),
+            Command::Direct { to, body, mid } => self.to_hub(
+                id,
+                hub::SendDirect {
+                    caller,
+                    to,
+                    body,
+                    mid,
+                },
+            ),
+            Command::Broadcast { body, mid } => {
+                self.to_hub(id, hub::Broadcast { caller, body, mid })
+            }
             Command::Subscribe { group, presence } => self.to_hub(
                 id,
                 hub::Subscribe {
@@ -609,12 +619,13 @@ impl Session {
                 },
             ),
             Command::Unsubscribe { group } => self.to_hub(id, hub::Unsubscribe { caller, group }),
-            Command::Publish { group, body } => self.to_hub(
+            Command::Publish { group, body, mid } => self.to_hub(
                 id,
                 hub::Publish {
                     caller,
                     group,
                     body,
+                    mid,
                 },
             ),
             Command::Users { group, page } => self.to_hub(

@@ -10,11 +10,12 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 export type Id = number | string;
 
 export interface JoinCommand { type: 'join'; name: string; token?: string; id?: Id }
-export interface DirectCommand { type: 'direct'; to: string; body: Json; id?: Id }
-export interface BroadcastCommand { type: 'broadcast'; body: Json; id?: Id }
+/** `mid`: the sender's message id, 1-64 of A-Z a-z 0-9 _ . : - (the client sets one). */
+export interface DirectCommand { type: 'direct'; to: string; body: Json; mid?: string; id?: Id }
+export interface BroadcastCommand { type: 'broadcast'; body: Json; mid?: string; id?: Id }
 export interface SubscribeCommand { type: 'subscribe'; group: string; presence?: boolean; id?: Id }
 export interface UnsubscribeCommand { type: 'unsubscribe'; group: string; id?: Id }
-export interface PublishCommand { type: 'publish'; group: string; body: Json; id?: Id }
+export interface PublishCommand { type: 'publish'; group: string; body: Json; mid?: string; id?: Id }
 export interface UsersCommand { type: 'users'; group?: string; limit?: number; after?: string; id?: Id }
 export interface HistoryCommand { type: 'history'; symbol: string; limit?: number; before?: number; id?: Id }
 export interface PingCommand { type: 'ping'; id?: Id }
@@ -69,6 +70,8 @@ export interface MessageEvent {
   to?: string;
   /** On group messages. */
   group?: string;
+  /** The sender's message id, when it gave one; the client drops a (from, mid) it has seen. */
+  mid?: string;
   body: Json;
   /** Milliseconds since the Unix epoch, stamped by the hub. */
   ts: number;
@@ -231,6 +234,10 @@ export interface ClientOptions {
   reconnectMaxMs?: number;
   /** Commands kept while offline; past it request() rejects with `queue_full`. Default 50. */
   maxQueue?: number;
+  /** How long verify() waits for the hub's answer before it takes the connection for dead. Default 3000. */
+  verifyTimeoutMs?: number;
+  /** Received (from, mid) pairs remembered to drop a message sent again. Default 1000. */
+  dedupeWindow?: number;
   /** Timers; tests inject one to drive time. Default: the global setTimeout, clearTimeout and Date.now. */
   clock?: Clock;
   /** Random numbers in [0, 1) for the jitter. Default Math.random. */
@@ -274,21 +281,37 @@ export declare class Client {
   close(): void;
   /** Skips the rest of a backoff wait. */
   retryNow(): void;
+  /**
+   * Checks the connection now with a ping answered within `timeoutMs` (default
+   * verifyTimeoutMs). True if it was; false if the client was not open or got no answer,
+   * in which case the connection is dropped and a new one opened at once. The transports
+   * call it when the app or page comes back to the foreground.
+   */
+  verify(timeoutMs?: number): Promise<boolean>;
   isOpen(): boolean;
 
   /**
    * Sends a command (queued while offline) and resolves with its reply, matched by id.
    * Rejects with a HubError: the hub's code, or `timeout` / `disconnected` (it may still
-   * have been done: it is never sent twice), `queue_full`, `closed`.
+   * have been done: it is not sent again; messages are, see direct()), `queue_full`, `closed`.
    */
   request<C extends Command>(command: C): Promise<C['type'] extends keyof ReplyOf ? ReplyOf[C['type']] : unknown>;
   request(command: { type: string; [field: string]: unknown }): Promise<{ type: string; [field: string]: unknown }>;
   /** Fire and forget: no id, no promise, queued while offline. False if dropped (queue full, closed). */
   send(command: Command | { type: string; [field: string]: unknown }): boolean;
 
-  direct(to: string, body: Json): Promise<AckReply>;
-  broadcast(body: Json): Promise<AckReply>;
-  publish(group: string, body: Json): Promise<AckReply>;
+  /**
+   * Messages. Each carries a `mid` (options.mid, else a fresh one). Unlike other requests a
+   * message survives a lost connection: it is sent again, with the same id and mid, on the
+   * next connection until the hub answers; receivers drop the repeat. Rejects with the
+   * hub's error, `timeout` (no answer within requestTimeoutMs while connected),
+   * `queue_full` or `closed`; to retry, pass the same `{mid: err.command.mid}`.
+   */
+  direct(to: string, body: Json, options?: { mid?: string }): Promise<AckReply>;
+  broadcast(body: Json, options?: { mid?: string }): Promise<AckReply>;
+  publish(group: string, body: Json, options?: { mid?: string }): Promise<AckReply>;
+  /** A fresh message id: this client's random prefix and a counter. */
+  newMid(): string;
   users(options?: { group?: string; limit?: number; after?: string }): Promise<UsersReply>;
   history(symbol: string, options?: { limit?: number; before?: number }): Promise<HistoryReply>;
   ping(): Promise<PongReply>;
@@ -359,6 +382,8 @@ export declare const DEFAULTS: {
   readonly reconnectBaseMs: number;
   readonly reconnectMaxMs: number;
   readonly maxQueue: number;
+  readonly verifyTimeoutMs: number;
+  readonly dedupeWindow: number;
 };
 
 export as namespace Wxhub;

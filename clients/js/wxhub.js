@@ -28,6 +28,11 @@
     // that the flush after a reconnect (with the join and the subscriptions in front of
     // it) is not answered `rate_limited`.
     maxQueue: 50,
+    // How long verify() (on coming back to the foreground) waits for the hub to answer
+    // before it takes the connection for dead and opens a new one.
+    verifyTimeoutMs: 3000,
+    // (from, mid) pairs of received messages remembered to drop a message sent again.
+    dedupeWindow: 1000,
   };
 
   // How long an `error` from a transport waits for the `close` that usually follows it,
@@ -136,6 +141,12 @@
       this.queue = []; // {frame, resolve?, reject?} waiting for an open connection, in order
       this.pending = new Map(); // id -> entry sent on this connection, awaiting its reply
       this.nextId = 1;
+      // Message ids (`mid`) are this prefix and a counter: unique across the app's restarts
+      // and devices with overwhelming odds (8 base-36 digits), so receivers can tell a
+      // message sent again from a new one.
+      this.midPrefix = randomDigits(Math.random, 8); // not options.random: that one drives the backoff
+      this.nextMid = 1;
+      this.seen = new Map(); // from + '\n' + mid of messages received, oldest first
       this.attempt = 0; // failed connections in a row: drives the backoff
       this.retryTimer = null;
       this.resyncTimer = null;
@@ -196,11 +207,53 @@
         // Back from the background, or the network is back: retry without waiting out a
         // backoff that grew while nobody looked.
         this.watching = true;
-        this.transport.watch(() => this.retryNow());
+        this.transport.watch(() => this.wake());
       }
       this.clearTimer('retryTimer');
       this.attempt = 0;
       this.openConnection();
+    }
+
+    /**
+     * Back in the foreground, or the network changed: a connection believed open may have
+     * died silently meanwhile (WeChat drops a backgrounded app's socket without a word), so
+     * it is verified at once; a waiting retry goes at once.
+     */
+    wake() {
+      if (this.state === 'open') this.verify();
+      else this.retryNow();
+    }
+
+    /**
+     * Checks the connection now: a `ping` that must be answered within `timeoutMs`
+     * (default verifyTimeoutMs). Resolves true when it was; false when the connection
+     * was not open or did not answer, in which case it is dropped and a new one opened at
+     * once (what was sent on it and not acknowledged goes again: see publish()).
+     * @param {number} [timeoutMs]
+     * @returns {Promise<boolean>}
+     */
+    verify(timeoutMs) {
+      const conn = this.conn;
+      if (this.state !== 'open' || !conn) {
+        this.retryNow();
+        return Promise.resolve(false);
+      }
+      const ms = timeoutMs > 0 ? timeoutMs : this.options.verifyTimeoutMs;
+      return new Promise((resolve) => {
+        this.transmit(
+          { type: 'ping' },
+          {
+            reply: () => () => resolve(true),
+            fail: (err) => {
+              resolve(false);
+              if (err.code !== 'timeout' || conn !== this.conn || conn.ended) return;
+              this.lost(conn, 1006, 'no answer after ' + ms + ' ms', true);
+              this.retryNow(); // not after a backoff: the user is looking at the app now
+            },
+          },
+          ms
+        );
+      });
     }
 
     /** Skips the rest of a backoff wait (the network is back, the app is in the foreground). */
@@ -315,10 +368,13 @@
 
     /**
      * Forgets a connection. What was sent on it and not answered may or may not have been
-     * done by the hub, so it is failed with `disconnected`, not sent again: a message is
-     * never delivered twice. The join and the subscriptions are state, replayed on the next.
+     * done by the hub. Messages (publish, direct, broadcast: they carry a `mid` their
+     * receivers drop repeats by) go back to the front of the queue, in order, to be sent
+     * again with the same id and mid. Other requests fail with `disconnected`: the app
+     * knows whether a retry is safe. The join and the subscriptions are state, replayed.
+     * `noResend`: fail the messages too (a rename: they were written as the old name).
      */
-    teardown(conn, closeReason) {
+    teardown(conn, closeReason, noResend) {
       conn.ended = true;
       if (this.conn === conn) this.conn = null;
       Object.keys(conn.timers).forEach((k) => this.clock.clearTimeout(conn.timers[k]));
@@ -326,10 +382,17 @@
       if (closeReason !== null && conn.socket) closeQuietly(conn.socket, closeReason);
       const entries = Array.from(this.pending.values());
       this.pending.clear();
+      const again = [];
       entries.forEach((entry) => {
         this.clock.clearTimeout(entry.timer);
-        entry.fail(hubError('disconnected', 'the connection closed before the hub replied', { command: entry.frame }));
+        if (entry.item && entry.item.resend && !noResend) again.push(entry.item);
+        else entry.fail(hubError('disconnected', 'the connection closed before the hub replied', { command: entry.frame }));
       });
+      if (again.length) {
+        // In front of what was queued after them, past maxQueue if need be: they were accepted.
+        this.queue = again.concat(this.queue);
+        this.emit('queue', this.queue.length);
+      }
       this.joined = null;
       this.joinInFlight = null;
       this.groups.forEach((g) => {
@@ -370,7 +433,8 @@
     /** A new name needs a new connection: the hub lets a session join only once. */
     restart() {
       const conn = this.conn;
-      if (conn) this.teardown(conn, 'rejoin');
+      // Messages not yet acknowledged were written as the old name: not sent again as the new one.
+      if (conn) this.teardown(conn, 'rejoin', true);
       this.clearTimer('retryTimer');
       this.openConnection();
       if (conn) this.emit('close', { code: 1000, reason: 'rejoin', wasOpen: conn.opened });
@@ -409,11 +473,14 @@
       }
     }
 
-    /** Sends `frame` with a fresh id and calls `handler.reply(msg)` or `handler.fail(err)` once. */
-    transmit(frame, handler, timeoutMs) {
-      const id = this.nextId++;
-      frame.id = id;
-      const entry = { frame: frame, reply: handler.reply, fail: handler.fail, timer: null };
+    /**
+     * Sends `frame` with a fresh id (or the one it kept, when sent again) and calls
+     * `handler.reply(msg)` or `handler.fail(err)` once. `item`: the queue item it came from.
+     */
+    transmit(frame, handler, timeoutMs, item) {
+      if (frame.id === undefined) frame.id = this.nextId++;
+      const id = frame.id;
+      const entry = { frame: frame, reply: handler.reply, fail: handler.fail, timer: null, item: item };
       this.pending.set(id, entry);
       if (timeoutMs > 0) {
         entry.timer = this.clock.setTimeout(() => {
@@ -432,6 +499,7 @@
       conn.heard = true; // any frame at all proves the connection alive
       const msg = parseFrame(data);
       if (!msg) return;
+      if (msg.type === 'message' && this.repeated(msg)) return;
       if (msg.type === 'pong' && msg.id === undefined && conn.pingAt !== undefined) {
         this.emit('rtt', this.clock.now() - conn.pingAt);
         conn.pingAt = undefined;
@@ -446,6 +514,20 @@
       const settle = entry ? entry.reply(msg) : null;
       this.emit(msg.type, msg, entry ? entry.frame : undefined);
       if (typeof settle === 'function') settle();
+    }
+
+    /**
+     * A message already received: the same sender and `mid` (it was sent again after the
+     * sender lost its connection before the ack, or replayed). Remembers the last
+     * `dedupeWindow` pairs.
+     */
+    repeated(msg) {
+      if (typeof msg.mid !== 'string' || typeof msg.from !== 'string') return false;
+      const key = msg.from + '\n' + msg.mid;
+      if (this.seen.has(key)) return true;
+      this.seen.set(key, true);
+      if (this.seen.size > this.options.dedupeWindow) this.seen.delete(this.seen.keys().next().value);
+      return false;
     }
 
     // ---- requests ----------------------------------------------------------------------
@@ -506,20 +588,41 @@
           },
           fail: (err) => item.reject(err),
         },
-        this.options.requestTimeoutMs
+        this.options.requestTimeoutMs,
+        item
       );
     }
 
-    direct(to, body) {
-      return this.request({ type: 'direct', to: to, body: body });
+    /** A fresh message id: this client's random prefix and a counter. */
+    newMid() {
+      return this.midPrefix + '-' + this.nextMid++;
     }
 
-    broadcast(body) {
-      return this.request({ type: 'broadcast', body: body });
+    /**
+     * Sends a message (direct, broadcast, publish) with a `mid` (options.mid, else a fresh
+     * one). Unlike other requests it survives a lost connection: sent again, with the same
+     * id and mid, on the next one, until the hub answers. It rejects with the hub's error,
+     * `timeout` (no answer within requestTimeoutMs on an open connection), `queue_full` or
+     * `closed`; `err.command.mid` is its mid, to retry with (receivers drop repeats).
+     */
+    post(frame, options) {
+      const mid = options && options.mid;
+      frame.mid = typeof mid === 'string' && mid ? mid : this.newMid();
+      return new Promise((resolve, reject) => {
+        this.enqueue({ frame: frame, resolve: resolve, reject: reject, resend: true });
+      });
     }
 
-    publish(group, body) {
-      return this.request({ type: 'publish', group: group, body: body });
+    direct(to, body, options) {
+      return this.post({ type: 'direct', to: to, body: body }, options);
+    }
+
+    broadcast(body, options) {
+      return this.post({ type: 'broadcast', body: body }, options);
+    }
+
+    publish(group, body, options) {
+      return this.post({ type: 'publish', group: group, body: body }, options);
     }
 
     users(options) {
@@ -769,6 +872,13 @@
     }
   }
 
+  /** `n` base-36 digits from `random`. */
+  function randomDigits(random, n) {
+    let out = '';
+    for (let i = 0; i < n; i++) out += Math.floor(random() * 36).toString(36).slice(-1);
+    return out;
+  }
+
   function copyCommand(command) {
     if (!command || typeof command.type !== 'string') throw new TypeError('wxhub: a command needs a string `type`');
     const frame = Object.assign({}, command);
@@ -819,8 +929,12 @@
         return { send: (text) => ws.send(text), close: (code, reason) => ws.close(code, reason) };
       },
       watch: (wake) => {
-        // window (or a worker) says when the network is back.
+        // window (or a worker) says when the network is back; a page shown again may have
+        // a socket that died while it was hidden (a laptop that slept, a phone's browser).
         if (typeof addEventListener === 'function') addEventListener('online', wake); // eslint-disable-line no-undef
+        if (typeof document === 'object' && document && typeof document.addEventListener === 'function') {
+          document.addEventListener('visibilitychange', () => document.visibilityState === 'visible' && wake()); // eslint-disable-line no-undef
+        }
       },
     };
   }
@@ -857,8 +971,9 @@
         };
       },
       watch: (wake) => {
-        // A backgrounded mini-program loses its socket within seconds; the user coming
-        // back should not wait out a backoff timer that grew meanwhile.
+        // A backgrounded mini-program loses its socket within seconds, often without a close
+        // event: the user coming back should not wait out a backoff timer that grew
+        // meanwhile, nor type into a socket that is dead (wake() verifies an open one).
         if (typeof wxApi.onAppShow === 'function') wxApi.onAppShow(wake);
         if (typeof wxApi.onNetworkStatusChange === 'function') {
           wxApi.onNetworkStatusChange((res) => res && res.isConnected && wake());

@@ -66,6 +66,7 @@ pub struct SendDirect {
     pub caller: Caller,
     pub to: String,
     pub body: Body,
+    pub mid: Option<String>,
 }
 
 /// `broadcast`: to every joined session.
@@ -74,6 +75,7 @@ pub struct SendDirect {
 pub struct Broadcast {
     pub caller: Caller,
     pub body: Body,
+    pub mid: Option<String>,
 }
 
 /// `subscribe`.
@@ -100,6 +102,7 @@ pub struct Publish {
     pub caller: Caller,
     pub group: String,
     pub body: Body,
+    pub mid: Option<String>,
 }
 
 /// `users`: one page of the online users, or of a group's.

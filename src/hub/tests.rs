@@ -116,6 +116,7 @@ impl Client {
             caller: self.caller(Some(1)),
             group: group.into(),
             body: body(payload),
+            mid: None,
         });
     }
 
@@ -236,10 +237,12 @@ async fn commands_before_join_answer_not_joined() {
         caller: a.caller(Some(1)),
         to: "x".into(),
         body: body(json!(1)),
+        mid: None,
     });
     hub.do_send(Broadcast {
         caller: a.caller(Some(2)),
         body: body(json!(1)),
+        mid: None,
     });
     hub.do_send(Subscribe {
         caller: a.caller(Some(3)),
@@ -250,6 +253,7 @@ async fn commands_before_join_answer_not_joined() {
         caller: a.caller(Some(4)),
         group: "room".into(),
         body: body(json!(1)),
+        mid: None,
     });
     hub.do_send(ListUsers {
         caller: a.caller(Some(5)),
@@ -277,6 +281,7 @@ async fn direct_reaches_every_session_of_the_user() {
         caller: alice.caller(Some(9)),
         to: "bob".into(),
         body: body(json!({"text":"hi"})),
+        mid: None,
     });
     assert_eq!(
         alice.one().await,
@@ -295,6 +300,7 @@ async fn direct_reaches_every_session_of_the_user() {
         caller: alice.caller(Some(10)),
         to: "carol".into(),
         body: body(json!(1)),
+        mid: None,
     });
     assert_eq!(code(&alice.one().await), "not_found");
     // One of bob's sessions leaves: the other still gets his messages.
@@ -303,6 +309,7 @@ async fn direct_reaches_every_session_of_the_user() {
         caller: alice.caller(None),
         to: "bob".into(),
         body: body(json!(2)),
+        mid: None,
     });
     assert_eq!(alice.one().await["delivered"], 1);
     assert_eq!(bob_phone.one().await["body"], 2);
@@ -319,6 +326,7 @@ async fn broadcast_reaches_joined_sessions_only() {
     hub.do_send(Broadcast {
         caller: a.caller(Some(1)),
         body: body(json!("all")),
+        mid: None,
     });
     let to_a = a.take().await;
     assert_eq!(to_a.len(), 2, "{to_a:?}");

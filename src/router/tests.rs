@@ -74,6 +74,12 @@ fn body(v: Value) -> Box<RawValue> {
     RawValue::from_string(v.to_string()).unwrap()
 }
 
+/// A posted message with no `mid`; leaked, which a unit test can afford, so that it
+/// outlives the statement.
+fn post(v: Value) -> Post<'static> {
+    Post::from(&*Box::leak(body(v)))
+}
+
 fn server() -> Sender {
     Sender::Server("system".into())
 }
@@ -111,7 +117,7 @@ fn a_publish_reaches_every_member_session_and_counts_them() {
     }
     let out = r
         .router
-        .publish(&Sender::Session(4), "room", &body(json!({"t":"hi"})))
+        .publish(&Sender::Session(4), "room", post(json!({"t":"hi"})))
         .unwrap();
     assert_eq!(out.delivered, 3, "a sender need not be a member");
     let got = r.events(2);
@@ -134,10 +140,7 @@ fn a_publish_reaches_every_member_session_and_counts_them() {
     r.events(1);
     r.events(3);
     // From the server, under its own name, with no session at all.
-    let out = r
-        .router
-        .publish(&server(), "room", &body(json!(1)))
-        .unwrap();
+    let out = r.router.publish(&server(), "room", post(json!(1))).unwrap();
     assert_eq!(out.delivered, 3);
     for id in [1, 2, 3] {
         let got = r.events(id);
@@ -146,7 +149,7 @@ fn a_publish_reaches_every_member_session_and_counts_them() {
     // Nobody in the group, or no such group: nothing delivered, no error.
     assert_eq!(
         r.router
-            .publish(&server(), "empty", &body(json!(1)))
+            .publish(&server(), "empty", post(json!(1)))
             .unwrap()
             .delivered,
         0
@@ -155,10 +158,46 @@ fn a_publish_reaches_every_member_session_and_counts_them() {
     r.connect(9);
     let e = r
         .router
-        .publish(&Sender::Session(9), "room", &body(json!(1)));
+        .publish(&Sender::Session(9), "room", post(json!(1)));
     assert_eq!(e.unwrap_err().code, ErrorCode::NotJoined);
-    let e = r.router.publish(&server(), "a b", &body(json!(1)));
+    let e = r.router.publish(&server(), "a b", post(json!(1)));
     assert_eq!(e.unwrap_err().code, ErrorCode::InvalidGroup);
+}
+
+#[test]
+fn the_senders_message_id_reaches_every_recipient() {
+    let mut r = Rig::new();
+    r.joined(1, "alice");
+    r.joined(2, "bob");
+    r.router.subscribe(2, "room", false, None).unwrap();
+    let raw = body(json!({"text":"hi"}));
+    let mid = Some("k3x9-17");
+    r.router
+        .send(&Sender::Session(1), "bob", Post::new(&raw, mid))
+        .unwrap();
+    r.router
+        .broadcast(&Sender::Session(1), Post::new(&raw, mid))
+        .unwrap();
+    r.router
+        .publish(&Sender::Session(1), "room", Post::new(&raw, mid))
+        .unwrap();
+    r.router.publish(&server(), "room", post(json!(1))).unwrap();
+    let events = r.events(2);
+    let mids: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| e.get("mid").cloned())
+        .collect();
+    assert_eq!(
+        mids,
+        [
+            Some(json!("k3x9-17")),
+            Some(json!("k3x9-17")),
+            Some(json!("k3x9-17")),
+            None
+        ],
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -169,7 +208,7 @@ fn a_direct_message_reaches_every_session_of_the_user() {
     r.joined(3, "bob");
     let out = r
         .router
-        .send(&Sender::Session(1), "bob", &body(json!("hi")))
+        .send(&Sender::Session(1), "bob", post(json!("hi")))
         .unwrap();
     assert_eq!(out.delivered, 2);
     for id in [2, 3] {
@@ -182,21 +221,18 @@ fn a_direct_message_reaches_every_session_of_the_user() {
     // To oneself: the user's other session counts, the sending one does not.
     let me = r
         .router
-        .send(&Sender::Session(2), "bob", &body(json!(1)))
+        .send(&Sender::Session(2), "bob", post(json!(1)))
         .unwrap();
     assert_eq!(me.delivered, 1);
     assert_eq!((r.events(2).len(), r.events(3).len()), (1, 1));
     let e = r
         .router
-        .send(&server(), "nobody", &body(json!(1)))
+        .send(&server(), "nobody", post(json!(1)))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
     // A `to` that is no name is refused without being echoed.
     let huge = "x".repeat(10_000);
-    let e = r
-        .router
-        .send(&server(), &huge, &body(json!(1)))
-        .unwrap_err();
+    let e = r.router.send(&server(), &huge, post(json!(1))).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidName);
     assert!(e.message.len() < 300);
 }
@@ -209,13 +245,13 @@ fn a_broadcast_reaches_joined_sessions_only() {
     r.connect(3);
     let out = r
         .router
-        .broadcast(&Sender::Session(2), &body(json!(1)))
+        .broadcast(&Sender::Session(2), post(json!(1)))
         .unwrap();
     assert_eq!(out.delivered, 1, "the sender's own copy is not counted");
     assert_eq!(r.events(1)[0]["kind"], "broadcast");
     assert_eq!(r.events(2)[0]["kind"], "broadcast", "but it arrives");
     assert!(r.events(3).is_empty());
-    let out = r.router.broadcast(&server(), &body(json!(2))).unwrap();
+    let out = r.router.broadcast(&server(), post(json!(2))).unwrap();
     assert_eq!(out.delivered, 2);
 }
 
@@ -239,7 +275,7 @@ fn market_groups_are_fed_by_the_server_and_watched_anonymously() {
     r.joined(2, "bob");
     let e = r
         .router
-        .publish(&Sender::Session(2), "stock", &body(json!(1)));
+        .publish(&Sender::Session(2), "stock", post(json!(1)));
     assert_eq!(e.unwrap_err().code, ErrorCode::Forbidden);
     assert_eq!(r.subscribe(2, "stock", true), Err(ErrorCode::Forbidden));
     r.subscribe(2, "stock", false).unwrap();
@@ -400,7 +436,7 @@ fn a_slow_consumer_is_cut_off_and_its_departure_announced() {
     for _ in 0..10 {
         refused += r
             .router
-            .publish(&server(), "room", &body(json!("x".repeat(60))))
+            .publish(&server(), "room", post(json!("x".repeat(60))))
             .unwrap()
             .refused;
     }

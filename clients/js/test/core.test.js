@@ -40,7 +40,7 @@ test('requests get ids; replies settle them by id, in any order; error replies r
   const b = outcome(client.direct('bob', { text: 'hi' }));
   assert.deepEqual(s.sent, [
     { type: 'users', id: 1 },
-    { type: 'direct', to: 'bob', body: { text: 'hi' }, id: 2 },
+    { type: 'direct', to: 'bob', body: { text: 'hi' }, mid: client.midPrefix + '-1', id: 2 },
   ]);
   const seen = [];
   client.on('error', (ev, command) => seen.push([ev.code, command && command.type]));
@@ -101,7 +101,7 @@ test('the offline queue is bounded, and replayed after the join and the subscrip
     { type: 'join', name: 'alice', id: 1 },
     { type: 'subscribe', group: 'room1', presence: true, id: 2 },
     { type: 'subscribe', group: 'stock.600519', id: 3 },
-    { type: 'publish', group: 'room1', body: 'one', id: 4 },
+    { type: 'publish', group: 'room1', body: 'one', mid: client.midPrefix + '-1', id: 4 },
     { type: 'broadcast', body: 'two' }, // fire and forget: no id
   ]);
   assert.equal(client.queued, 0);
@@ -442,4 +442,135 @@ test('parseFrame takes what the hub and older servers send, and nothing else', (
   assert.equal(Wxhub.parseFrame(new ArrayBuffer(2)), null);
   assert.equal(Wxhub.mayReconnect(4500), false);
   assert.equal(Wxhub.mayReconnect(4499), true);
+});
+
+test('a message unanswered when the connection drops is sent again, with its id and mid, first on the next connection', async () => {
+  const { client, transport, clock } = setup({ requestTimeoutMs: 1000 });
+  client.join('alice');
+  client.connect();
+  const s1 = transport.current;
+  s1.accept();
+  s1.say({ type: 'joined', id: 1, name: 'alice', session: 1 });
+  const msg = outcome(client.publish('room1', 'hi'));
+  const other = outcome(client.users());
+  const sent = s1.of('publish')[0];
+  assert.deepEqual(sent, { type: 'publish', group: 'room1', body: 'hi', mid: client.midPrefix + '-1', id: 2 });
+  s1.end(1006);
+  await settled();
+  // Other requests may have been done: the app decides. The message is kept.
+  assert.equal(other.error.code, 'disconnected');
+  assert.equal(msg.done, false);
+  assert.equal(client.queued, 1);
+  const later = outcome(client.broadcast('after'));
+  await clock.advance(1000); // the backoff; the message's timeout does not run while offline
+  const s2 = transport.current;
+  assert.notEqual(s2, s1);
+  s2.accept();
+  assert.deepEqual(
+    s2.sent.map((f) => [f.type, f.id, f.mid]),
+    [
+      ['join', 4, undefined],
+      ['publish', 2, sent.mid], // the same id and mid
+      ['broadcast', 5, client.midPrefix + '-2'],
+    ]
+  );
+  s2.say({ type: 'ack', id: 2, delivered: 3 });
+  await settled();
+  assert.equal(msg.value.delivered, 3);
+  // Unanswered on an open connection: `timeout`, and not sent again.
+  await clock.advance(1000);
+  assert.equal(later.error.code, 'timeout');
+  assert.equal(later.error.command.mid, client.midPrefix + '-2');
+  s2.end(1006);
+  await clock.advance(1000);
+  transport.current.accept();
+  assert.deepEqual(transport.current.of('broadcast'), []);
+  // A retry with the same mid is the same message to its receivers.
+  client.broadcast('after', { mid: later.error.command.mid });
+  assert.equal(transport.current.last().mid, later.error.command.mid);
+});
+
+test('a rename does not send the old name\'s unacknowledged messages as the new name', async () => {
+  const { client, transport } = setup();
+  client.join('alice');
+  client.connect();
+  transport.current.accept();
+  transport.current.say({ type: 'joined', id: 1, name: 'alice', session: 1 });
+  const msg = outcome(client.direct('bob', 'from alice'));
+  client.join('carol');
+  await settled();
+  assert.equal(msg.error.code, 'disconnected');
+  transport.current.accept();
+  assert.deepEqual(transport.current.of('direct'), []);
+});
+
+test('a message received again (same sender and mid) is dropped; the memory of them is bounded', async () => {
+  const { client, transport } = setup({ dedupeWindow: 2 });
+  client.connect();
+  const s = transport.current;
+  s.accept();
+  const got = [];
+  client.on('message', (m) => got.push(m.from + ':' + m.body));
+  const say = (from, mid, body) => s.say({ type: 'message', kind: 'broadcast', from, mid, body, ts: 1 });
+  say('alice', 'a-1', 'one');
+  say('alice', 'a-1', 'one again'); // sent again after alice lost her connection
+  say('bob', 'a-1', 'bob may use the same mid');
+  s.say({ type: 'message', kind: 'broadcast', from: 'carol', body: 'no mid', ts: 1 });
+  s.say({ type: 'message', kind: 'broadcast', from: 'carol', body: 'no mid', ts: 1 });
+  say('dave', 'd-1', 'pushes alice out of a window of 2');
+  say('alice', 'a-1', 'one, much later');
+  assert.deepEqual(got, [
+    'alice:one',
+    'bob:bob may use the same mid',
+    'carol:no mid',
+    'carol:no mid',
+    'dave:pushes alice out of a window of 2',
+    'alice:one, much later',
+  ]);
+});
+
+test('verify(): an answered ping resolves true; no answer drops the socket and reconnects at once, resending messages', async () => {
+  let wake = null;
+  const { client, transport, clock } = setup({ verifyTimeoutMs: 3000 });
+  transport.watch = (fn) => {
+    wake = fn;
+  };
+  client.join('alice');
+  client.connect();
+  const s1 = transport.current;
+  s1.accept();
+  s1.say({ type: 'joined', id: 1, name: 'alice', session: 1 });
+  const ok = outcome(client.verify());
+  assert.deepEqual(s1.last(), { type: 'ping', id: 2 });
+  s1.say({ type: 'pong', id: 2 });
+  await settled();
+  assert.equal(ok.value, true);
+  // Back from the background: the transport wakes the client, which verifies at once. A
+  // message typed meanwhile goes into the dead socket.
+  wake();
+  assert.deepEqual(s1.last(), { type: 'ping', id: 3 });
+  const msg = outcome(client.publish('room1', 'typed on return'));
+  await clock.advance(2999);
+  assert.equal(transport.sockets.length, 1);
+  await clock.advance(1);
+  assert.equal(s1.closedWith.code, 1000); // given up on, by the client
+  assert.equal(transport.sockets.length, 2, 'a new socket at once, no backoff');
+  const s2 = transport.current;
+  s2.accept();
+  assert.deepEqual(
+    s2.sent.map((f) => f.type),
+    ['join', 'publish']
+  );
+  assert.equal(s2.of('publish')[0].id, 4);
+  s2.say({ type: 'ack', id: 4, delivered: 1 });
+  await settled();
+  assert.equal(msg.value.delivered, 1);
+  // Not open: verify() resolves false and a waiting retry goes now.
+  s2.end(1006);
+  await settled();
+  assert.equal(client.state, 'reconnecting');
+  const offline = outcome(client.verify());
+  await settled();
+  assert.equal(offline.value, false);
+  assert.equal(transport.sockets.length, 3);
 });
