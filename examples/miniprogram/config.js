@@ -1,4 +1,6 @@
-// The one place that says where the hub is and how the socket behaves.
+// The one place that says where the hub is and how the socket behaves. Every setting but
+// `hubUrl` and `chatRoom` is an option of the client library (utils/wxhub.js, see
+// clients/js/README.md "Options"), passed to it as is by app.js.
 //
 // In WeChat DevTools, with "不校验合法域名" (do not check domain names) ticked, a local
 // hub works: ws://127.0.0.1:8080/ws. On a phone, and in any published mini-program,
@@ -9,7 +11,7 @@ module.exports = {
 
   // Application-level heartbeat: a mini-program cannot send WebSocket pings, and the hub
   // drops a client it has not heard from for 30 s, so ping well inside that.
-  heartbeatMs: 20000,
+  pingMs: 20000,
 
   // A socket that has not opened by then is given up and tried again (a hung handshake
   // on a flaky mobile network would otherwise never report anything).
@@ -21,13 +23,19 @@ module.exports = {
   reconnectBaseMs: 500,
   reconnectMaxMs: 30000,
 
-  // How long a request waits for its reply before it is rejected with `timeout`.
+  // How long a request (a message included) waits for its reply on an open connection
+  // before it fails with `timeout`. A message is kept pending across reconnects.
   requestTimeoutMs: 10000,
+
+  // Back in the foreground, the connection is checked with a ping: no answer within this,
+  // and it is taken for dead (WeChat drops a backgrounded app's socket silently) and
+  // replaced at once; what was not acknowledged is sent again.
+  verifyTimeoutMs: 3000,
 
   // Commands sent while the socket is down wait in a queue of at most this many: kept
   // below the hub's default burst of 100, so that the flush after a reconnect (with the
   // re-join and re-subscribes before it) is not answered `rate_limited`.
-  maxQueued: 50,
+  maxQueue: 50,
 
   // The chat room every chat page joins; its members are the "online" list.
   chatRoom: 'lobby',

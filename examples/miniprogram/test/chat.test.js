@@ -1,7 +1,8 @@
 'use strict';
 // Two instances of the example mini-program chat through a real hub: joining (typed, and
-// from storage), the room's member list, direct / room / broadcast messages, an error
-// shown as a toast, and leaving the page.
+// from storage), the room's member list, direct / room / broadcast messages shown at once
+// as pending and then delivered, an error shown in Chinese, a failed message sent again by
+// its retry action, and leaving the page.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -23,6 +24,8 @@ after(async () => {
 const input = (value) => ({ detail: { value } });
 const hasMessage = (page, fields) =>
   page.data.messages.some((m) => Object.keys(fields).every((k) => m[k] === fields[k]));
+const lines = (page, text) => page.data.messages.filter((m) => m.text === text);
+const listeners = (hub) => Object.keys(hub.listeners).reduce((n, type) => n + hub.listeners[type].length, 0);
 
 test('two mini-programs join, see each other and exchange messages', async (t) => {
   const alice = launch({ config: { hubUrl: hub.url } });
@@ -35,15 +38,17 @@ test('two mini-programs join, see each other and exchange messages', async (t) =
 
   const a = alice.openPage(CHAT);
   const b = bob.openPage(CHAT);
-  await waitFor(() => b.data.me === 'bob', { what: 'bob to join from storage', detail: () => b.data });
+  await waitFor(() => b.data.joined && b.data.me === 'bob', { what: 'bob to join from storage', detail: () => b.data });
   assert.equal(b.data.room, ROOM);
 
   // Alice types her name and taps join.
   a.onNameInput(input('alice'));
   a.onJoin();
-  await waitFor(() => a.data.me === 'alice', { what: 'alice to join', detail: () => a.data });
+  await waitFor(() => a.data.joined, { what: 'alice to join', detail: () => a.data });
+  assert.equal(a.data.me, 'alice');
+  assert.equal(a.data.status, '已连接');
   assert.equal(alice.wx.storage.get('chat.name'), 'alice', 'the joined name is remembered');
-  await waitFor(() => a.data.online, { what: 'status online' });
+  assert.ok(a.data.online, 'status online');
 
   // Both see both in the room: bob's list grows through a presence event.
   const bothThere = (p) => JSON.stringify(p.data.users) === '["alice","bob"]';
@@ -58,12 +63,14 @@ test('two mini-programs join, see each other and exchange messages', async (t) =
   a.onTextInput(input('hi bob'));
   a.onSend();
   assert.equal(a.data.text, '', 'the input is cleared on send');
+  // In the list at once, pending; delivered on the ack, to bob's one session.
+  assert.ok(hasMessage(a, { kind: 'direct', from: 'alice', to: 'bob', text: 'hi bob', mine: true, status: 'pending', statusText: '发送中…' }));
   await waitFor(() => hasMessage(b, { kind: 'direct', from: 'alice', to: 'bob', text: 'hi bob', mine: false }), {
     what: 'bob to receive the direct message',
     detail: () => b.data.messages,
   });
-  await waitFor(() => hasMessage(a, { kind: 'direct', from: 'alice', to: 'bob', mine: true }), {
-    what: "alice's own copy of her direct message",
+  await waitFor(() => hasMessage(a, { text: 'hi bob', status: 'delivered', statusText: '已送达 1' }), {
+    what: "alice's line to be marked delivered",
     detail: () => a.data.messages,
   });
 
@@ -78,6 +85,12 @@ test('two mini-programs join, see each other and exchange messages', async (t) =
     });
   }
   assert.ok(hasMessage(b, { kind: 'group', mine: true }), "bob's own room message is marked as his");
+  // `delivered` counts the sessions other than the sender's: alice's, not bob's own copy.
+  await waitFor(() => hasMessage(b, { text: 'hello room', statusText: '已送达 1' }), {
+    what: "bob's room message delivered to 1",
+    detail: () => b.data.messages,
+  });
+  assert.equal(lines(b, 'hello room').length, 1, "the hub's copy to bob is his own line, not a second one");
 
   // Broadcast: everyone joined gets it.
   a.onModeChange(input('broadcast'));
@@ -89,34 +102,38 @@ test('two mini-programs join, see each other and exchange messages', async (t) =
       detail: () => page.data.messages,
     });
   }
-  // Exactly once each: no local echo on top of the hub's.
-  assert.equal(a.data.messages.filter((m) => m.text === 'news for all').length, 1);
+  // Exactly once each: the hub's copy to alice is the line she typed.
+  await waitFor(() => hasMessage(a, { text: 'news for all', statusText: '已送达 1' }), { what: 'the broadcast acked' });
+  assert.equal(lines(a, 'news for all').length, 1);
+  assert.equal(lines(b, 'news for all').length, 1);
   assert.equal(alice.wx.toasts.length, 0, 'no error so far');
 
   // A note to herself: the hub delivers it to her own session, and it shows once.
   a.onPickUser({ currentTarget: { dataset: { name: 'alice' } } });
   a.onTextInput(input('note to self'));
   a.onSend();
-  await waitFor(() => hasMessage(a, { kind: 'direct', to: 'alice', text: 'note to self' }), {
-    what: 'the note to self',
+  await waitFor(() => hasMessage(a, { kind: 'direct', to: 'alice', text: 'note to self', statusText: '已送达 0' }), {
+    what: 'the note to self, delivered to no other session',
     detail: () => a.data.messages,
   });
 
-  // An error from the hub is shown as a toast.
+  // An error from the hub is shown as a toast, in Chinese, and on the line.
   a.onModeChange(input('direct'));
   a.onToInput(input('nobody'));
   a.onTextInput(input('anyone there?'));
   a.onSend();
   await waitFor(() => alice.wx.toasts.length === 1, { what: 'a toast', detail: () => alice.wx.toasts });
-  assert.match(alice.wx.toasts[0].title, /nobody/);
+  assert.equal(alice.wx.toasts[0].title, 'nobody 不在线');
   assert.equal(alice.wx.toasts[0].icon, 'none');
-  // By now the note's ack came back too (replies come in order): still shown once.
-  assert.equal(a.data.messages.filter((m) => m.text === 'note to self').length, 1);
+  assert.ok(hasMessage(a, { text: 'anyone there?', status: 'failed', statusText: '发送失败，点击重试', error: 'nobody 不在线' }));
+  assert.equal(a.data.text, 'anyone there?', 'the text is back in the input');
+  // The note was answered before (replies come in order): still shown once.
+  assert.equal(lines(a, 'note to self').length, 1);
 
   // Bob leaves the page: his listeners go, he leaves the room, alice sees it.
   const hubOfBob = bob.app.hub;
   bob.closePage(b);
-  assert.equal(hubOfBob.listenerCount(), 0, 'the page removed its listeners in onUnload');
+  assert.equal(listeners(hubOfBob), 0, 'the page removed its listeners in onUnload');
   await waitFor(() => JSON.stringify(a.data.users) === '["alice"]', {
     what: 'bob to leave alice’s member list',
     detail: () => a.data.users,
@@ -135,13 +152,17 @@ test('a name the hub refuses is shown and not remembered', async (t) => {
 
   page.onNameInput(input('x'.repeat(65))); // over the hub's 64 characters
   page.onJoin();
+  // Kept (the name field hidden) until the hub answers; refused, the field comes back.
+  assert.equal(page.data.me, 'x'.repeat(65));
   await waitFor(() => carol.wx.toasts.length === 2, { what: 'the refusal', detail: () => carol.wx.toasts });
+  assert.match(carol.wx.toasts[1].title, /名字不能用/);
   assert.equal(page.data.me, '');
+  assert.equal(page.data.nameInput, 'x'.repeat(65), 'the refused name is back in the field');
   assert.equal(carol.wx.storage.get('chat.name'), undefined);
 
   page.onNameInput(input('张三'));
   page.onJoin();
-  await waitFor(() => page.data.me === '张三', { what: 'a Unicode name to join', detail: () => page.data });
+  await waitFor(() => page.data.joined && page.data.me === '张三', { what: 'a Unicode name to join', detail: () => page.data });
   await waitFor(() => page.data.users.includes('张三'), { what: 'the member list' });
 });
 
@@ -158,9 +179,61 @@ test('joining under another name replaces the session', async (t) => {
   // The hub notices the old socket's close on its own time: ask until it has.
   await waitFor(
     async () => {
-      const [room, everyone] = await Promise.all([h.users('r1'), h.users()]);
+      const [room, everyone] = await Promise.all([h.users({ group: 'r1' }), h.users()]);
       return JSON.stringify(room.users) === '["frank2"]' && !everyone.users.includes('frank');
     },
     { what: 'the old session to be gone, the group renewed for the new one' }
   );
+});
+
+test('a message that failed stays in the list, marked failed; its retry delivers it, once, with the same mid', async (t) => {
+  const alice = launch({ config: { hubUrl: hub.url }, storage: { 'chat.name': 'alice2' } });
+  t.after(() => alice.close());
+  const a = alice.openPage(CHAT);
+  await waitFor(() => a.data.joined, { what: 'alice2 to join', detail: () => a.data });
+
+  // Bob is not online: the hub answers not_found.
+  a.onModeChange(input('direct'));
+  a.onToInput(input('bob2'));
+  a.onTextInput(input('are you there?'));
+  a.onSend();
+  await waitFor(() => hasMessage(a, { text: 'are you there?', status: 'failed' }), {
+    what: 'the line marked failed',
+    detail: () => a.data.messages,
+  });
+  const failed = a.data.messages.find((m) => m.text === 'are you there?');
+  assert.equal(failed.statusText, '发送失败，点击重试');
+  assert.equal(failed.error, 'bob2 不在线');
+  assert.equal(alice.wx.toasts[0].title, 'bob2 不在线');
+  assert.equal(a.data.text, 'are you there?', 'the text is not lost from the input');
+
+  // Bob comes online; alice taps the failed line.
+  const bob = launch({ config: { hubUrl: hub.url }, storage: { 'chat.name': 'bob2' } });
+  t.after(() => bob.close());
+  const b = bob.openPage(CHAT);
+  await waitFor(() => a.data.users.includes('bob2'), { what: 'bob2 in the room', detail: () => a.data.users });
+  a.onRetry({ currentTarget: { dataset: { key: failed.key } } });
+  assert.equal(a.data.text, '', 'the draft was this message: sent, so cleared');
+  assert.ok(hasMessage(a, { key: failed.key, status: 'pending', statusText: '发送中…', error: '' }));
+  await waitFor(() => hasMessage(a, { key: failed.key, status: 'delivered', statusText: '已送达 1' }), {
+    what: 'the retried line to be delivered',
+    detail: () => a.data.messages,
+  });
+  await waitFor(() => lines(b, 'are you there?').length === 1, { what: 'bob2 to get it', detail: () => b.data.messages });
+  const got = lines(b, 'are you there?')[0];
+  assert.equal(got.mid, failed.mid, 'the same message id');
+  assert.equal(lines(a, 'are you there?').length, 1, 'one line, not a second copy');
+
+  // Sending the same text from the input after a failure is that retry too, not a second message.
+  bob.close();
+  await waitFor(() => !a.data.users.includes('bob2'), { what: 'bob2 gone', detail: () => a.data.users });
+  a.onTextInput(input('still there?'));
+  a.onSend();
+  await waitFor(() => hasMessage(a, { text: 'still there?', status: 'failed' }), { what: 'the second failure' });
+  const second = a.data.messages.find((m) => m.text === 'still there?');
+  const count = a.data.messages.length;
+  a.onSend(); // the text was put back in the input
+  assert.equal(a.data.messages.length, count, 'no new line');
+  assert.ok(hasMessage(a, { key: second.key, mid: second.mid, status: 'pending' }));
+  await waitFor(() => hasMessage(a, { key: second.key, status: 'failed' }), { what: 'failed again: bob2 is away' });
 });

@@ -1,7 +1,8 @@
 'use strict';
 // The stock page against a real hub: the board fills from the snapshot and then moves
 // with every tick, the chart is filled from `history` and then live quotes and is drawn
-// on the canvas; plus the chart function on its own, with a recording context.
+// on one Canvas 2D context; hidden, the page does nothing, and shown again it catches up;
+// plus the chart function on its own, with a recording context.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -15,6 +16,13 @@ const STOCK = 'pages/stock/stock';
 const SYMBOLS = ['600519', '000001', '300750', '601318', '000858', '002594'];
 
 const ops = (ctx, op) => ctx.calls.filter((c) => c.op === op);
+/** The calls of the last drawing: from the last clearRect on. */
+const lastDrawing = (ctx) => {
+  const at = ctx.calls.map((c) => c.op).lastIndexOf('clearRect');
+  return { calls: at < 0 ? [] : ctx.calls.slice(at) };
+};
+const listeners = (hub) => Object.keys(hub.listeners).reduce((n, type) => n + hub.listeners[type].length, 0);
+const groups = (hub) => snapshot(hub.identity().groups.map((g) => g.group)).sort();
 
 let hub;
 before(async () => {
@@ -70,15 +78,25 @@ test('the stock page shows the snapshot, then ticks, and charts history then quo
     detail: () => page.data.chart,
   });
 
-  // And it was drawn: the last context drew a line through every point, then draw().
-  const contexts = mp.wx.canvas('stockChart');
-  assert.ok(contexts.length > 2, 'redrawn as quotes arrive');
-  const ctx = contexts[contexts.length - 1];
+  // And it was drawn, on a Canvas 2D found once: one node, one context, scaled by the
+  // pixel ratio; the old wx.createCanvasContext is not used.
+  assert.equal(mp.wx.canvas('stockChart').length, 0, 'no wx.createCanvasContext');
+  assert.equal(mp.wx.queries.length, 1, 'the node is looked up once');
+  const node = mp.canvasNode(page, 'stockChart');
+  assert.ok(node, 'the page found its <canvas type="2d" id="stockChart">');
+  assert.equal(node.contexts.length, 1);
+  assert.deepEqual([node.width, node.height], [375 * 2, 200 * 2], 'the bitmap at the pixel ratio');
+  const ctx = node.contexts[0];
+  assert.deepEqual(ctx.calls[0], { op: 'scale', args: [2, 2] });
+  assert.ok(ops(ctx, 'clearRect').length > 2, 'redrawn as quotes arrive');
+  // The last drawing: a line through every point (on the CSS-pixel canvas), no draw().
+  const drawing = lastDrawing(ctx);
+  assert.deepEqual(drawing.calls[0].args, [0, 0, 375, 200]);
   const drawnPoints = page.series.length;
-  assert.equal(ops(ctx, 'lineTo').length, drawnPoints - 1 + 1 /* the open's baseline */);
-  assert.equal(ops(ctx, 'stroke').length, 2);
-  assert.equal(ctx.calls[ctx.calls.length - 1].op, 'draw');
-  const xs = ops(ctx, 'lineTo').slice(1).map((c) => c.args[0]);
+  assert.equal(ops(drawing, 'lineTo').length, drawnPoints - 1 + 1 /* the open's baseline */);
+  assert.equal(ops(drawing, 'stroke').length, 2);
+  assert.ok(ops(drawing, 'set').some((c) => c.args[0] === 'strokeStyle'), 'styles set as properties');
+  const xs = ops(drawing, 'lineTo').slice(1).map((c) => c.args[0]);
   assert.ok(xs.every((x, i) => i === 0 || x > xs[i - 1]), 'time runs left to right');
 
   // Picking another symbol: its own history and quotes, the old group left.
@@ -92,13 +110,12 @@ test('the stock page shows the snapshot, then ticks, and charts history then quo
   assert.ok(page.data.chart.from < pickedAt, 'history of the new symbol');
   assert.ok(page.series.every((q) => q.symbol === '300750'), 'no quote of the old symbol');
   assert.equal(mp.wx.storage.get('stock.symbol'), '300750', 'the pick is remembered');
-  const groups = Object.keys(mp.app.hub.groups).sort();
-  assert.deepEqual(groups, ['stock', 'stock.300750']);
+  assert.deepEqual(groups(mp.app.hub), ['stock', 'stock.300750']);
 
   // Leaving the page ends its subscriptions and listeners.
   mp.closePage(page);
-  assert.equal(mp.app.hub.listenerCount(), 0);
-  assert.deepEqual(Object.keys(mp.app.hub.groups), []);
+  assert.equal(listeners(mp.app.hub), 0);
+  assert.deepEqual(groups(mp.app.hub), []);
 });
 
 test('a remembered symbol is charted first', async (t) => {
@@ -110,6 +127,47 @@ test('a remembered symbol is charted first', async (t) => {
     detail: () => page.data.chart,
   });
   assert.equal(page.data.chart.name, '比亚迪');
+});
+
+test('hidden, the quotes page does no setData and no drawing; shown again, it resumes', async (t) => {
+  // Another app keeps watching: its ticks say time has passed, without sleeping.
+  const watcher = launch({ config: { hubUrl: hub.url } });
+  const mp = launch({ config: { hubUrl: hub.url } });
+  t.after(() => {
+    watcher.close();
+    mp.close();
+  });
+  const clock = watcher.openPage(STOCK);
+  const page = mp.openPage(STOCK);
+  await waitFor(() => page.data.ticks >= 2 && page.data.chart.points > 3, { what: 'the page live', detail: () => page.data });
+  await waitFor(() => mp.canvasNode(page, 'stockChart'), { what: 'the canvas' });
+  const ctx = mp.canvasNode(page, 'stockChart').contexts[0];
+
+  // The app goes to the background: the page's onHide.
+  mp.hide();
+  const setDataBefore = mp.setDataCalls(page).length;
+  const callsBefore = ctx.calls.length;
+  const ticksBefore = page.data.ticks;
+  const pointsBefore = page.series.length;
+  const seen = clock.data.ticks;
+  await waitFor(() => clock.data.ticks >= seen + 5, { what: 'five ticks elsewhere', detail: () => clock.data.ticks });
+  assert.equal(mp.setDataCalls(page).length, setDataBefore, 'no setData while hidden');
+  assert.equal(ctx.calls.length, callsBefore, 'no drawing while hidden');
+  assert.equal(page.data.ticks, ticksBefore);
+  assert.deepEqual(groups(mp.app.hub), [], 'the market groups are left while hidden');
+
+  // Back: subscribed again, the board moves, the chart's gap is filled from history.
+  mp.show();
+  await waitFor(() => page.data.ticks >= ticksBefore + 2, { what: 'ticks again', detail: () => page.data.ticks });
+  assert.deepEqual(groups(mp.app.hub), ['stock', 'stock.' + SYMBOLS[0]]);
+  await waitFor(() => page.series.length >= pointsBefore + 5, {
+    what: 'the chart to catch up on the hidden time',
+    detail: () => [pointsBefore, page.series.length],
+  });
+  const times = page.series.map((q) => q.ts);
+  assert.ok(times.every((ts, i) => i === 0 || ts > times[i - 1]), 'oldest first, no repeats');
+  assert.ok(ctx.calls.length > callsBefore, 'drawn again');
+  assert.equal(mp.canvasNode(page, 'stockChart').contexts.length, 1, 'on the same context');
 });
 
 test('drawLineChart draws a line through every price on any canvas context', () => {

@@ -1,8 +1,8 @@
 // A small line chart for the mini-program canvas, and the price series behind it.
 //
 // drawLineChart() is pure: it draws on whatever context it is given and reads nothing
-// else, so it works with wx.createCanvasContext() (paints on draw()), with a type="2d"
-// canvas context, and with a recording fake in tests. No chart plugin: the classic demo
+// else, so it works with a type="2d" canvas context (what the quotes page uses), with the
+// older wx.createCanvasContext() (paints on draw()), and with a recording fake in tests. No chart plugin: the classic demo
 // needed wxcharts.js for what is a few lines of canvas calls.
 
 // A-share convention: red is up, green is down.

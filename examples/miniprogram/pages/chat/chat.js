@@ -1,20 +1,42 @@
 // Chat: join with a name, see who is in the room, send direct, room and broadcast messages.
 //
-// Everything shown lives in page data (setData), including the connection status; the
-// hub module does the reconnecting, so after a hub restart this page only has to refresh
-// its member list when the room subscription is renewed.
+// The client library (getApp().hub) does the reconnecting, the rejoining and the sending
+// again; this page shows what it says. Who we are comes from hub.identity() and its
+// `identity` event, never from a request's promise: a slow network makes a promise time
+// out, but the name and the room are kept until the hub refuses them.
+//
+// A message typed is in the list at once, marked 发送中…; the hub's ack marks it 已送达 N
+// (N: the sessions other than ours that took it). One that definitively failed stays,
+// marked 发送失败，点击重试: a tap sends it again with the same message id (mid), so nobody
+// gets it twice.
 const config = require('../../config.js');
+const { errorText, showError } = require('../../utils/errors.js');
 
 const NAME_KEY = 'chat.name'; // storage key of the name last joined with
 const MAX_MESSAGES = 100; // older messages are dropped from the page
 
-const STATUS_TEXT = {
+const CONNECTION_TEXT = {
   idle: '未连接',
   connecting: '连接中…',
   open: '已连接',
-  waiting: '连接断开，正在重连…',
+  reconnecting: '连接断开，正在重连…',
   closed: '已断开',
 };
+const SIGNING_IN = '正在登录…';
+
+const SEND_STATUS = {
+  pending: '发送中…',
+  failed: '发送失败，点击重试',
+};
+
+/** `delivered` counts the sessions other than the sender's own (docs/PROTOCOL.md). */
+function deliveredText(n) {
+  return '已送达 ' + n;
+}
+
+// Errors that end a request without the need to tell the user: the identity (status bar)
+// says what is going on, and the library sends again what matters.
+const QUIET = { timeout: true, disconnected: true, cancelled: true, not_joined: true };
 
 /** A message body as one line of text: `{text}` bodies are what this page sends. */
 function bodyText(body) {
@@ -35,11 +57,12 @@ function toast(title) {
 
 Page({
   data: {
-    status: STATUS_TEXT.idle,
-    online: false,
+    status: CONNECTION_TEXT.idle,
+    online: false, // the socket is open
     room: config.chatRoom,
     nameInput: '',
-    me: '', // the name the hub accepted
+    me: '', // the name kept by the client: confirmed or not, it stays until the hub refuses it
+    joined: false, // the hub confirmed `me` on the current connection
     users: [], // members of the room, sorted
     mode: 'group', // group | direct | broadcast
     to: '',
@@ -52,8 +75,9 @@ Page({
     this.hub = getApp().hub;
     this.seq = 0;
     this.offs = [
-      this.hub.on('state', (e) => this.showState(e.state)),
-      this.hub.on('message', (m) => this.addMessage(m)),
+      this.hub.on('state', () => this.showStatus()),
+      this.hub.on('identity', () => this.showStatus()),
+      this.hub.on('message', (m) => this.onMessage(m)),
       this.hub.on('presence', (p) => this.onPresence(p)),
       // The member list is taken from the `users` event, not from the request's promise:
       // events run in the order the hub sent them, while a promise callback runs later,
@@ -61,27 +85,53 @@ Page({
       this.hub.on('users', (r) => {
         if (r.group === this.data.room) this.setData({ users: r.users });
       }),
-      // Also fires when the hub module re-subscribes after a reconnect: the member list
+      // Also fires when the library subscribes again after a reconnect: the member list
       // of the new session is then fetched afresh.
       this.hub.on('subscribed', (s) => {
         if (s.group === this.data.room) this.refreshUsers();
       }),
     ];
-    this.showState(this.hub.state);
+    const kept = this.hub.identity().name;
     const saved = wx.getStorageSync(NAME_KEY);
-    if (saved) {
+    if (kept) {
+      this.hub.subscribe(this.data.room, { presence: true }); // the page was opened again
+    } else if (saved) {
       this.setData({ nameInput: saved });
       this.join(saved);
     }
+    this.showStatus();
   },
 
   onUnload() {
     this.offs.forEach((off) => off());
-    this.hub.unsubscribe(this.data.room).catch(() => {});
+    this.hub.unsubscribe(this.data.room);
   },
 
-  showState(state) {
-    this.setData({ status: STATUS_TEXT[state] || state, online: state === 'open' });
+  /** The status bar and the name, from the connection state and the identity. */
+  showStatus() {
+    const id = this.hub.identity();
+    const state = this.hub.state;
+    const open = state === 'open';
+    const me = id.name || '';
+    const joined = Boolean(me) && id.joined && open;
+    let status = CONNECTION_TEXT[state] || state;
+    if (joined) status = CONNECTION_TEXT.open;
+    else if (me && open) status = SIGNING_IN;
+    const patch = {};
+    if (status !== this.data.status) patch.status = status;
+    if (open !== this.data.online) patch.online = open;
+    if (joined !== this.data.joined) patch.joined = joined;
+    if (me !== this.data.me) {
+      patch.me = me;
+      // Refused: the name field comes back with the refused name, to be corrected.
+      if (!me && this.data.me) patch.nameInput = this.data.me;
+    }
+    // Remembered only once the hub accepted it, so a refused name is not tried again.
+    if (joined && this.stored !== me) {
+      wx.setStorageSync(NAME_KEY, me);
+      this.stored = me;
+    }
+    if (Object.keys(patch).length) this.setData(patch);
   },
 
   // ---- joining -----------------------------------------------------------------------
@@ -100,15 +150,16 @@ Page({
   },
 
   join(name) {
-    this.hub
-      .join(name)
-      .then((joined) => {
-        // Remembered only once the hub accepted it, so a refused name is not retried.
-        wx.setStorageSync(NAME_KEY, joined.name);
-        this.setData({ me: joined.name });
-        return this.hub.subscribe(this.data.room, { presence: true });
-      })
-      .catch((err) => this.showError(err));
+    // Both are state the library keeps and sends again on every connection, in order: the
+    // join, then the room. A timeout is not a refusal (the status bar says 正在登录…); only
+    // a refusal is shown, and then identity().name is null: the name field comes back.
+    this.hub.join(name).catch((err) => {
+      if (!QUIET[err.code]) showError(err);
+    });
+    this.hub.subscribe(this.data.room, { presence: true }).catch((err) => {
+      if (!QUIET[err.code]) showError(err);
+    });
+    this.showStatus();
   },
 
   // ---- room members ------------------------------------------------------------------
@@ -116,8 +167,8 @@ Page({
   refreshUsers() {
     // The reply is shown by the `users` listener (see onLoad). A reply lost with the
     // connection needs no toast: the list is fetched again once the room is renewed.
-    this.hub.users(this.data.room).catch((err) => {
-      if (err.code !== 'disconnected') this.showError(err);
+    this.hub.users({ group: this.data.room }).catch((err) => {
+      if (!QUIET[err.code] && err.code !== 'closed') showError(err);
     });
   },
 
@@ -150,39 +201,96 @@ Page({
   onSend() {
     const text = this.data.text.trim();
     if (!text) return;
-    const sent = this.sendAs(this.data.mode, { text });
-    if (!sent) return;
+    const mode = this.data.mode;
+    const to = mode === 'direct' ? this.data.to : '';
+    if (mode === 'direct' && !to) {
+      toast('请选择收信人');
+      return;
+    }
+    const group = mode === 'group' ? this.data.room : '';
+    // The same text to the same place as a message that failed is that message again (its
+    // text was put back in the input): sent with its mid, so it cannot arrive twice.
+    const failed = this.data.messages.findIndex(
+      (m) => m.status === 'failed' && m.kind === mode && m.to === to && m.group === group && m.text === text
+    );
+    if (failed >= 0) {
+      this.retryAt(failed);
+      return;
+    }
+    this.seq += 1;
+    const line = {
+      key: 'm' + this.seq,
+      mid: this.hub.newMid(),
+      kind: mode,
+      from: this.data.me,
+      to,
+      group,
+      text,
+      time: clock(Date.now()),
+      mine: true,
+      status: 'pending',
+      statusText: SEND_STATUS.pending,
+      error: '',
+    };
     this.setData({ text: '' });
-    sent.catch((err) => this.showError(err));
+    this.appendLine(line);
+    this.transmit(line);
   },
 
-  /** Sends `body` the way `mode` says; returns the promise of the hub's ack, or null. */
-  sendAs(mode, body) {
-    if (mode === 'direct') {
-      const to = this.data.to;
-      if (!to) {
-        toast('请选择收信人');
-        return null;
-      }
-      // The hub does not echo a direct message to its sender, so it is shown once
-      // acknowledged (unless it was to ourselves, which the hub does deliver).
-      return this.hub.direct(to, body).then(() => {
-        if (to !== this.data.me) {
-          this.addMessage({ kind: 'direct', from: this.data.me, to, body, ts: Date.now() });
-        }
-      });
-    }
-    // Room and broadcast messages come back to the sender, and are shown then.
-    if (mode === 'group') return this.hub.publish(this.data.room, body);
-    return this.hub.broadcast(body);
+  /** The failed line's retry action: the same message, the same mid. */
+  onRetry(e) {
+    const key = e.currentTarget.dataset.key;
+    const at = this.data.messages.findIndex((m) => m.key === key);
+    if (at >= 0 && this.data.messages[at].status === 'failed') this.retryAt(at);
+  },
+
+  retryAt(at) {
+    const line = this.data.messages[at];
+    const patch = {};
+    patch['messages[' + at + '].status'] = 'pending';
+    patch['messages[' + at + '].statusText'] = SEND_STATUS.pending;
+    patch['messages[' + at + '].error'] = '';
+    if (this.data.text.trim() === line.text) patch.text = ''; // the draft put back is this message
+    this.setData(patch);
+    this.transmit(line);
+  },
+
+  /**
+   * Sends `line` with its mid. The library keeps it across reconnects (sent again with the
+   * same mid until acknowledged); the promise settles on the ack or a definitive failure.
+   */
+  transmit(line) {
+    const body = { text: line.text };
+    const options = { mid: line.mid };
+    let sent;
+    if (line.kind === 'direct') sent = this.hub.direct(line.to, body, options);
+    else if (line.kind === 'group') sent = this.hub.publish(line.group, body, options);
+    else sent = this.hub.broadcast(body, options);
+    sent.then(
+      (ack) => this.updateLine(line.mid, { status: 'delivered', statusText: deliveredText(ack.delivered), error: '' }),
+      (err) => this.sendFailed(line, err)
+    );
+  },
+
+  sendFailed(line, err) {
+    const overrides = line.kind === 'direct' ? { not_found: line.to + ' 不在线' } : null;
+    const reason = errorText(err, overrides);
+    this.updateLine(line.mid, { status: 'failed', statusText: SEND_STATUS.failed, error: reason });
+    // The text is not lost: it is back in an empty input too, to edit or send again.
+    if (!this.data.text.trim()) this.setData({ text: line.text });
+    showError(err, overrides);
   },
 
   // ---- showing -----------------------------------------------------------------------
 
-  addMessage(m) {
+  onMessage(m) {
+    // Room and broadcast messages (and direct ones to ourselves) come back to the sender:
+    // the copy of a line already shown is not shown twice.
+    if (m.from === this.data.me && this.ownLineOf(m) >= 0) return;
     this.seq += 1;
-    const entry = {
+    this.appendLine({
       key: 'm' + this.seq,
+      mid: m.mid || '',
       kind: m.kind,
       from: m.from,
       to: m.to || '',
@@ -190,13 +298,57 @@ Page({
       text: bodyText(m.body),
       time: clock(m.ts),
       mine: m.from === this.data.me,
-    };
-    const messages = this.data.messages.concat([entry]).slice(-MAX_MESSAGES);
-    this.setData({ messages, lastKey: entry.key });
+      status: '',
+      statusText: '',
+      error: '',
+    });
   },
 
-  showError(err) {
-    // `disconnected`: the reply was lost with the connection; the status bar says why.
-    toast(err.code === 'disconnected' ? '连接断开，消息可能未送达' : err.message);
+  /**
+   * The index of our own line that `m` is the hub's copy of: by mid; from a hub too old to
+   * pass mids on, the oldest line of ours with that text to that place not yet seen back.
+   */
+  ownLineOf(m) {
+    const list = this.data.messages;
+    let at = -1;
+    if (m.mid) {
+      at = list.findIndex((l) => l.mine && l.mid === m.mid && l.status !== '');
+    } else {
+      const text = bodyText(m.body);
+      at = list.findIndex(
+        (l) =>
+          l.mine && l.status !== '' && !l.echoed && l.kind === m.kind && l.text === text &&
+          l.group === (m.group || '') && l.to === (m.to || '')
+      );
+    }
+    if (at >= 0 && !list[at].echoed) {
+      const patch = {};
+      patch['messages[' + at + '].echoed'] = true;
+      this.setData(patch);
+    }
+    return at;
+  },
+
+  /** Adds one line: set by its path, not by sending the whole list again. */
+  appendLine(line) {
+    const list = this.data.messages;
+    if (list.length >= MAX_MESSAGES) {
+      this.setData({ messages: list.slice(1 - MAX_MESSAGES).concat([line]), lastKey: line.key });
+      return;
+    }
+    const patch = { lastKey: line.key };
+    patch['messages[' + list.length + ']'] = line;
+    this.setData(patch);
+  },
+
+  /** Changes fields of our line with `mid`, by path. */
+  updateLine(mid, fields) {
+    const at = this.data.messages.findIndex((l) => l.mine && l.mid === mid && l.status !== '');
+    if (at < 0) return; // scrolled out of the kept messages
+    const patch = {};
+    Object.keys(fields).forEach((k) => {
+      patch['messages[' + at + '].' + k] = fields[k];
+    });
+    this.setData(patch);
   },
 });

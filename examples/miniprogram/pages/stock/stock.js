@@ -3,13 +3,26 @@
 // The board comes from the `stock` group (one `tick` with every quote, per tick). The
 // chart comes from `history` (the past) and then the `stock.<SYMBOL>` group (one `quote`
 // per tick). Both groups send their latest state on subscribing, so the page has
-// something to show at once, and the hub module renews them after a reconnect.
+// something to show at once, and the client library renews them after a reconnect.
+//
+// Hidden (another tab, or the app in the background), the page does nothing: it leaves
+// both groups, and ignores what still arrives before the hub has read that, with no
+// setData and no drawing. Shown again, it subscribes again and fills the gap in the chart
+// from `history`.
+//
+// The chart is a Canvas 2D (<canvas type="2d">, base library 2.9.0+): its node is looked
+// up once, when the page is ready, and its context kept for every redraw.
 const { drawLineChart, mergeHistory, appendQuote } = require('../../utils/chart.js');
+const { showError } = require('../../utils/errors.js');
 
-const CANVAS_ID = 'stockChart';
+const CANVAS_SELECTOR = '#stockChart';
 const SYMBOL_KEY = 'stock.symbol'; // storage key of the symbol last picked
 const MAX_POINTS = 300; // the hub keeps 300 quotes per symbol by default
 const CHART_HEIGHT = 200;
+
+// What needs no toast: the library tries again, or the page asked for it.
+const QUIET = { timeout: true, disconnected: true, cancelled: true, closed: true };
+const STOCK_ERRORS = { not_found: '没有这只股票' };
 
 function signed(n) {
   return (n > 0 ? '+' : '') + n.toFixed(2);
@@ -27,10 +40,9 @@ function toRow(q) {
   };
 }
 
-function chartWidth() {
+function windowInfo() {
   // getWindowInfo replaced getSystemInfoSync in base library 2.20.1.
-  const info = wx.getWindowInfo ? wx.getWindowInfo() : wx.getSystemInfoSync();
-  return info.windowWidth || 320;
+  return wx.getWindowInfo ? wx.getWindowInfo() : wx.getSystemInfoSync();
 }
 
 Page({
@@ -48,23 +60,76 @@ Page({
   onLoad(query) {
     this.hub = getApp().hub;
     this.series = []; // the picked symbol's quotes, oldest first (not page data: too big)
-    this.setData({ chartWidth: chartWidth(), online: this.hub.isOpen() });
+    this.visible = false;
+    this.canvas = null; // {ctx, width, height} once the node is found
+    this.setData({ chartWidth: windowInfo().windowWidth || 320 });
     this.offs = [
-      this.hub.on('state', (e) => this.setData({ online: e.state === 'open' })),
-      this.hub.on('tick', (t) => this.onTick(t)),
-      this.hub.on('quote', (e) => this.onQuote(e.quote)),
+      this.hub.on('state', (e) => {
+        if (this.visible) this.setData({ online: e.state === 'open' });
+      }),
+      this.hub.on('tick', (t) => {
+        if (this.visible) this.onTick(t);
+      }),
+      this.hub.on('quote', (e) => {
+        if (this.visible) this.onQuote(e.quote);
+      }),
       // After a reconnect the chart may have a gap, or the hub may have restarted with a
       // new market: fetch the history again.
-      this.hub.on('ready', () => this.loadHistory()),
+      this.hub.on('open', () => {
+        if (this.visible) this.loadHistory();
+      }),
     ];
     this.wanted = (query && query.symbol) || wx.getStorageSync(SYMBOL_KEY) || '';
-    this.hub.subscribe('stock').catch((err) => this.showError(err));
+  },
+
+  onShow() {
+    if (this.visible) return;
+    this.visible = true;
+    this.setData({ online: this.hub.isOpen() });
+    this.quiet(this.hub.subscribe('stock'));
+    const symbol = this.data.selected;
+    if (symbol) {
+      this.quiet(this.hub.subscribe('stock.' + symbol));
+      this.redraw(); // what was there before; the history fills the gap
+      this.loadHistory();
+    }
+  },
+
+  onReady() {
+    wx.createSelectorQuery()
+      .select(CANVAS_SELECTOR)
+      .fields({ node: true, size: true })
+      .exec((res) => {
+        const found = res && res[0];
+        if (!found || !found.node) return;
+        const canvas = found.node;
+        const ratio = windowInfo().pixelRatio || 1;
+        // The bitmap at the screen's resolution; drawing in CSS pixels through the scale.
+        canvas.width = found.width * ratio;
+        canvas.height = found.height * ratio;
+        const ctx = canvas.getContext('2d');
+        ctx.scale(ratio, ratio);
+        this.canvas = { ctx, width: found.width, height: found.height };
+        if (this.visible) this.draw();
+      });
+  },
+
+  onHide() {
+    if (!this.visible) return;
+    this.visible = false;
+    this.hub.unsubscribe('stock');
+    if (this.data.selected) this.hub.unsubscribe('stock.' + this.data.selected);
   },
 
   onUnload() {
+    this.onHide();
     this.offs.forEach((off) => off());
-    this.hub.unsubscribe('stock').catch(() => {});
-    if (this.data.selected) this.hub.unsubscribe('stock.' + this.data.selected).catch(() => {});
+  },
+
+  quiet(promise) {
+    promise.catch((err) => {
+      if (!QUIET[err.code]) showError(err, STOCK_ERRORS);
+    });
   },
 
   onTick(tick) {
@@ -89,12 +154,12 @@ Page({
   select(symbol) {
     const previous = this.data.selected;
     if (symbol === previous) return;
-    if (previous) this.hub.unsubscribe('stock.' + previous).catch(() => {});
+    if (previous) this.hub.unsubscribe('stock.' + previous);
     this.series = [];
     this.setData({ selected: symbol });
     this.redraw();
     // The subscription sends the latest quote at once; the history fills in behind it.
-    this.hub.subscribe('stock.' + symbol).catch((err) => this.showError(err));
+    this.quiet(this.hub.subscribe('stock.' + symbol));
     this.loadHistory();
   },
 
@@ -102,13 +167,15 @@ Page({
     const symbol = this.data.selected;
     if (!symbol) return;
     this.hub
-      .history(symbol, MAX_POINTS)
+      .history(symbol, { limit: MAX_POINTS })
       .then((reply) => {
-        if (reply.symbol !== this.data.selected) return; // picked another meanwhile
+        if (!this.visible || reply.symbol !== this.data.selected) return; // hidden, or picked another
         this.series = mergeHistory(reply.quotes, this.series, MAX_POINTS);
         this.redraw();
       })
-      .catch((err) => this.showError(err));
+      .catch((err) => {
+        if (!QUIET[err.code]) showError(err, STOCK_ERRORS);
+      });
   },
 
   onQuote(quote) {
@@ -119,15 +186,12 @@ Page({
     this.redraw();
   },
 
+  /** The chart's caption (page data) and its drawing; nothing while hidden. */
   redraw() {
+    if (!this.visible) return;
     const series = this.series;
     const last = series[series.length - 1];
-    const ctx = wx.createCanvasContext(CANVAS_ID, this);
-    drawLineChart(
-      ctx,
-      series.map((q) => q.price),
-      { width: this.data.chartWidth, height: this.data.chartHeight, base: last && last.open }
-    );
+    this.draw();
     this.setData({
       chart: {
         symbol: this.data.selected,
@@ -141,8 +205,14 @@ Page({
     });
   },
 
-  showError(err) {
-    if (err.code === 'disconnected') return; // renewed after the reconnect
-    wx.showToast({ title: err.message, icon: 'none' });
+  draw() {
+    if (!this.canvas) return; // not ready yet: onReady draws
+    const series = this.series;
+    const last = series[series.length - 1];
+    drawLineChart(
+      this.canvas.ctx,
+      series.map((q) => q.price),
+      { width: this.canvas.width, height: this.canvas.height, base: last && last.open }
+    );
   },
 });

@@ -8,7 +8,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
-const { createWx } = require('./wx-shim');
+const { createWx, canvas2dNode } = require('./wx-shim');
 
 const EXAMPLE_ROOT = path.resolve(__dirname, '../..');
 
@@ -63,6 +63,42 @@ function applySetData(data, patch, copy) {
 }
 
 /**
+ * The element `selector` ('#id') of a page's WXML, as SelectorQuery.fields() reports it:
+ * its size from its style (`width: {{chartWidth}}px`, bound to the page's data), and for a
+ * <canvas type="2d"> its node, one per page and id. Null when the WXML has no such id.
+ */
+function selectInPage(page, wxml, nodes, selector, fields) {
+  const m = /^#([A-Za-z0-9_-]+)$/.exec(selector);
+  if (!m || !wxml) return null;
+  const id = m[1];
+  const tag = new RegExp(`<([a-z-]+)\\b[^>]*\\sid="${id}"[^>]*>`).exec(wxml);
+  if (!tag) return null;
+  const attr = (name) => {
+    const a = new RegExp(`\\s${name}="([^"]*)"`).exec(tag[0]);
+    return a ? a[1].replace(/\{\{\s*([A-Za-z_$][\w$]*)\s*\}\}/g, (_, key) => String(page.data[key])) : '';
+  };
+  const style = attr('style');
+  const px = (prop) => {
+    const v = new RegExp(`(?:^|;)\\s*${prop}\\s*:\\s*([\\d.]+)px`).exec(style);
+    return v ? Number(v[1]) : 0;
+  };
+  const result = { id };
+  if (fields.size) {
+    result.width = px('width');
+    result.height = px('height');
+  }
+  if (fields.node) {
+    let node = null;
+    if (tag[1] === 'canvas' && attr('type') === '2d') {
+      if (!nodes.has(id)) nodes.set(id, canvas2dNode(id));
+      node = nodes.get(id);
+    }
+    result.node = node;
+  }
+  return result;
+}
+
+/**
  * Launches the mini-program at `root` (default: examples/miniprogram) as WeChat would:
  * loads app.js, calls onLaunch and onShow. Options:
  * - config: values merged into the exports of root/config.js once it loads (how a
@@ -70,10 +106,21 @@ function applySetData(data, patch, copy) {
  * - storage: initial wx storage; hosts: URL host rewrites (see wx-shim).
  */
 function launch({ root = EXAMPLE_ROOT, config = {}, storage = {}, hosts = {} } = {}) {
-  const { wx, controls } = createWx({ storage, hosts });
-  const timers = createTimers();
   const pageDefs = new Map(); // route -> the object passed to Page()
-  const pages = []; // open page instances, like getCurrentPages()
+  const pages = []; // open page instances, like getCurrentPages(); the last one is shown
+  const extras = new WeakMap(); // page -> { wxml, nodes, setData: [patches] }
+  const shown = () => pages[pages.length - 1];
+  const { wx, controls } = createWx({
+    storage,
+    hosts,
+    selectNode: (selector, fields) => {
+      const page = shown();
+      if (!page) return null;
+      const extra = extras.get(page);
+      return selectInPage(page, extra.wxml, extra.nodes, selector, fields);
+    },
+  });
+  const timers = createTimers();
   let app = null;
   let loadingRoute = null;
 
@@ -128,7 +175,11 @@ function launch({ root = EXAMPLE_ROOT, config = {}, storage = {}, hosts = {} } =
     app,
     wx: controls,
 
-    /** Opens the page at `route` (e.g. 'pages/chat/chat'): onLoad(query), then onShow. */
+    /**
+     * Opens the page at `route` (e.g. 'pages/chat/chat'), as a tab switch or a navigation
+     * does: the page shown until now gets onHide; the new one onLoad(query), onShow, and
+     * then (once rendered, a moment later) onReady.
+     */
     openPage(route, query = {}) {
       if (!pageDefs.has(route)) {
         loadingRoute = route;
@@ -146,33 +197,61 @@ function launch({ root = EXAMPLE_ROOT, config = {}, storage = {}, hosts = {} } =
       }
       page.route = route;
       page.data = copy(def.data || {});
+      const wxmlFile = path.join(root, route + '.wxml');
+      const extra = { wxml: fs.existsSync(wxmlFile) ? fs.readFileSync(wxmlFile, 'utf8') : '', nodes: new Map(), setData: [] };
+      extras.set(page, extra);
       page.setData = (patch, callback) => {
+        extra.setData.push(copy(patch));
         applySetData(page.data, patch, copy);
         if (typeof callback === 'function') setImmediate(callback);
       };
+      const previous = shown();
+      if (previous && previous.onHide) previous.onHide();
       pages.push(page);
       if (page.onLoad) page.onLoad(query);
       if (page.onShow) page.onShow();
+      if (page.onReady) {
+        setImmediate(() => {
+          if (pages.includes(page)) page.onReady();
+        });
+      }
       return page;
     },
 
-    /** Navigates back from `page`: onUnload. */
+    /** Navigates back from `page`: onUnload; the page under it, if it was on top, onShow. */
     closePage(page) {
+      const wasShown = shown() === page;
       const at = pages.indexOf(page);
       if (at >= 0) pages.splice(at, 1);
       if (page.onUnload) page.onUnload();
+      const now = shown();
+      if (wasShown && now && now.onShow) now.onShow();
     },
 
-    /** The user brings the mini-program back to the foreground. */
+    /** The user brings the mini-program back to the foreground: the app's onShow, then the page's. */
     show() {
       if (app.onShow) app.onShow(launchInfo);
       controls.appShow(launchInfo);
+      const page = shown();
+      if (page && page.onShow) page.onShow();
     },
 
-    /** The user switches away. */
+    /** The user switches away: the page's onHide, then the app's. */
     hide() {
+      const page = shown();
+      if (page && page.onHide) page.onHide();
       if (app.onHide) app.onHide();
       controls.appHide();
+    },
+
+    /** Every setData patch `page` made, oldest first (copies). */
+    setDataCalls(page) {
+      return extras.get(page).setData;
+    },
+
+    /** The Canvas 2D node `page` got for the element with `id`, if it asked for it. */
+    canvasNode(page, id) {
+      return extras.get(page).nodes.get(id) || null;
     },
 
     /** Ends the instance: every timer and socket, without running any more of its code. */
