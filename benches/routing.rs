@@ -226,6 +226,7 @@ fn fan_out(pool: &Pool, from: &str, body: &RawValue, direct: bool) -> usize {
         to: None,
         group: Some(GROUP),
         mid: None,
+        offset: None,
         body,
         ts: now_ms(),
     });
@@ -391,6 +392,7 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
             feeds: Vec::new(),
             heartbeat: None,
             mailbox: wxhub::hub::DEFAULT_MAILBOX,
+            recall: Default::default(),
         })
         .start();
         for (i, ob) in boxes.iter().enumerate() {
@@ -407,12 +409,14 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
                 name: format!("user{i}"),
                 classic: false,
                 grant: Grant::all(),
+                since: None,
             });
             if i < n {
                 hub.do_send(Subscribe {
                     caller,
                     group: GROUP.into(),
                     presence: false,
+                    since: None,
                 });
             }
         }

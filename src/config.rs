@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::history::Retention;
 use crate::hub::HubConfig;
 use crate::market::{default_symbols, ModelConfig, Symbol};
-use crate::policy::Policies;
+use crate::policy::{Pattern, Policies};
+use crate::router::RecallConfig;
 use crate::session::Limits;
 use crate::ticker::Market;
 
@@ -94,9 +96,29 @@ pub struct Config {
     #[arg(long, env = "WXHUB_SYMBOLS", value_delimiter = ',')]
     pub symbols: Vec<Symbol>,
 
-    /// Quotes kept per symbol for `history`.
-    #[arg(long, env = "WXHUB_HISTORY", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub history: u64,
+    /// Quotes kept per symbol for the market's `history` (charts).
+    #[arg(long, env = "WXHUB_QUOTE_HISTORY", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub quote_history: u64,
+
+    /// Messages each chat group and each user's stream of direct messages keep for
+    /// recovery (see also --history-ttl and --history).
+    #[arg(long, env = "WXHUB_HISTORY_SIZE", default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000))]
+    pub history_size: usize,
+
+    /// How long kept messages stay, e.g. 5m, 30s, 1h; a client away longer than this
+    /// cannot recover (it is told so and reloads).
+    #[arg(long, env = "WXHUB_HISTORY_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub history_ttl: Duration,
+
+    /// Retention by group, over --history-size and --history-ttl: comma-separated
+    /// GROUP=SIZE[/TTL] rules, where GROUP ending in `*` is a prefix; the first rule that
+    /// matches wins. E.g. `room.*=500/10m,lobby=0`. Market groups (stock) keep none.
+    #[arg(long, env = "WXHUB_HISTORY", value_delimiter = ',')]
+    pub history: Vec<HistoryRule>,
+
+    /// Most memory in MiB all kept messages may take; past it the oldest go first.
+    #[arg(long, env = "WXHUB_HISTORY_MEMORY_MB", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_048_576))]
+    pub history_memory_mb: usize,
 
     /// Daily price limit in percent of the open (A-share style); 0 for none.
     #[arg(long, env = "WXHUB_DAILY_LIMIT_PCT", default_value_t = 10.0)]
@@ -173,7 +195,11 @@ impl Default for Config {
             tick_ms: 1000,
             seed: None,
             symbols: Vec::new(),
-            history: 300,
+            quote_history: 300,
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            history: Vec::new(),
+            history_memory_mb: 64,
             daily_limit_pct: 10.0,
             auth_secret: None,
             allowed_origins: Vec::new(),
@@ -232,7 +258,7 @@ impl Config {
             model: ModelConfig {
                 symbols,
                 seed: self.seed,
-                history: self.history as usize,
+                history: self.quote_history as usize,
                 daily_limit: (self.daily_limit_pct > 0.0).then_some(self.daily_limit_pct / 100.0),
             },
             tick: Duration::from_millis(self.tick_ms),
@@ -243,17 +269,126 @@ impl Config {
     pub fn hub(&self) -> HubConfig {
         HubConfig {
             max_groups: self.max_groups,
-            policies: Policies::standard(),
+            policies: self.policies(),
             feeds: self.market().groups(),
             heartbeat: Some(self.limits().heartbeat),
             mailbox: self.hub_mailbox,
+            recall: RecallConfig {
+                users: self.retention(),
+                memory_bytes: self.history_memory_mb << 20,
+                // Half the slow-consumer bound: a replay leaves room for what is live.
+                max_replay_bytes: (self.max_queued_bytes / 2) as usize,
+            },
         }
+    }
+
+    /// --history-size and --history-ttl.
+    fn retention(&self) -> Retention {
+        Retention {
+            size: self.history_size,
+            ttl: self.history_ttl,
+        }
+    }
+
+    /// The hub's group policies with the retention the flags give.
+    pub fn policies(&self) -> Policies {
+        self.history.iter().fold(
+            Policies::standard().with_default_retention(self.retention()),
+            |p, rule| {
+                let retention = Retention {
+                    size: rule.size,
+                    ttl: rule.ttl.unwrap_or(self.history_ttl),
+                };
+                p.with_retention(rule.pattern.clone(), retention)
+            },
+        )
+    }
+}
+
+/// One `--history` rule: GROUP=SIZE[/TTL], GROUP ending in `*` for a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRule {
+    pub pattern: Pattern,
+    pub size: usize,
+    /// None: --history-ttl's.
+    pub ttl: Option<Duration>,
+}
+
+impl std::str::FromStr for HistoryRule {
+    type Err = String;
+
+    fn from_str(rule: &str) -> Result<Self, String> {
+        let wrong = || {
+            format!("bad --history rule {rule:?}: expected GROUP=SIZE or GROUP=SIZE/TTL, e.g. room.*=500/10m (GROUP ending in * is a prefix)")
+        };
+        let (group, keep) = rule.trim().split_once('=').ok_or_else(wrong)?;
+        let (size, ttl) = match keep.split_once('/') {
+            Some((size, ttl)) => (size, Some(ttl)),
+            None => (keep, None),
+        };
+        let size: usize = size.trim().parse().map_err(|_| wrong())?;
+        if size > 100_000 {
+            return Err(format!(
+                "bad --history rule {rule:?}: at most 100000 messages"
+            ));
+        }
+        let ttl = match ttl {
+            Some(ttl) => Some(
+                humantime::parse_duration(ttl.trim())
+                    .map_err(|e| format!("bad --history rule {rule:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        let group = group.trim();
+        let pattern = match group.strip_suffix('*') {
+            Some(prefix) if prefix.is_empty() || crate::protocol::valid_group(prefix) => {
+                Pattern::Prefix(prefix.into())
+            }
+            None if crate::protocol::valid_group(group) => Pattern::Exact(group.into()),
+            _ => return Err(wrong()),
+        };
+        Ok(HistoryRule { pattern, size, ttl })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_rules_read_as_documented() {
+        let cli = Cli::try_parse_from([
+            "wxhub",
+            "--history-ttl",
+            "2m",
+            "--history",
+            "room.*=500/10m,lobby=0,vip=20",
+        ])
+        .unwrap();
+        let p = cli.config.policies();
+        let at = |size, secs| Retention {
+            size,
+            ttl: Duration::from_secs(secs),
+        };
+        assert_eq!(p.of("room.1").history, at(500, 600));
+        assert_eq!(p.of("lobby").history, at(0, 120));
+        assert_eq!(p.of("vip").history, at(20, 120), "no TTL: --history-ttl's");
+        assert_eq!(p.of("other").history, at(100, 120));
+        assert_eq!(p.of("stock").history, Retention::NONE);
+        for bad in [
+            "room",
+            "room=x",
+            "room=5/forever",
+            "a b=1",
+            "room=100001",
+            "=5",
+            "room.*=-1",
+        ] {
+            let err = bad.parse::<HistoryRule>().expect_err(bad);
+            assert!(err.contains("--history rule"), "{bad}: {err}");
+        }
+        assert!(Cli::try_parse_from(["wxhub", "--history", "room"]).is_err());
+    }
 
     #[test]
     fn defaults_match_the_cli() {

@@ -17,7 +17,7 @@ use crate::error::{CloseReason, ReplyError};
 use crate::policy::Policies;
 use crate::pool::SESSION_SETS;
 use crate::protocol::{encode, Event};
-use crate::router::{Outcome, Post, Router, Sender};
+use crate::router::{Outcome, Post, RecallConfig, Router, Sender};
 
 mod messages;
 pub use messages::*;
@@ -41,6 +41,8 @@ pub struct HubConfig {
     /// Messages the hub's mailbox holds before commands are shed (see
     /// [`DEFAULT_MAILBOX`]).
     pub mailbox: usize,
+    /// What is kept for recovery besides the policies' retention.
+    pub recall: RecallConfig,
 }
 
 /// The pool keeps the sessions in this many sets by id; one set is told to check its
@@ -65,7 +67,8 @@ pub struct Hub {
 impl Hub {
     pub fn new(config: HubConfig) -> Self {
         Hub {
-            router: Router::new(config.max_groups, config.policies, config.feeds),
+            router: Router::new(config.max_groups, config.policies, config.feeds)
+                .with_recall(config.recall.in_memory()),
             feed: None,
             shutting_down: false,
             heartbeat: config.heartbeat,
@@ -79,6 +82,10 @@ impl Hub {
         let phase = self.heartbeat_phase;
         self.heartbeat_phase = (phase + 1) % HEARTBEAT_PHASES;
         self.router.beat(phase);
+        if phase == 0 {
+            // Once per heartbeat: expired messages and idle streams go.
+            self.router.sweep_history();
+        }
     }
 
     /// Answers a command: with `reply` on success, with the error otherwise; then hands
@@ -91,6 +98,7 @@ impl Hub {
                     Reply::Ack => Some(Event::Ack {
                         id,
                         delivered: outcome.delivered,
+                        stored: outcome.stored,
                     }),
                     Reply::Pong => Some(Event::Pong { id }),
                     Reply::Queued => None,
@@ -193,9 +201,14 @@ impl Handler<Join> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
         let c = &msg.caller;
-        let result = self
-            .router
-            .join(c.session, &msg.name, msg.grant, msg.classic, c.id.as_ref());
+        let result = self.router.join(
+            c.session,
+            &msg.name,
+            msg.grant,
+            msg.classic,
+            c.id.as_ref(),
+            msg.since.as_ref(),
+        );
         self.answer(c, result, Reply::Queued);
     }
 }
@@ -233,13 +246,28 @@ impl Handler<Publish> for Hub {
     }
 }
 
+impl Handler<GroupHistory> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: GroupHistory, _: &mut Context<Self>) {
+        let c = &msg.caller;
+        let result = self
+            .router
+            .group_history(c.session, &msg.group, msg.limit, c.id.as_ref());
+        self.answer(c, result, Reply::Queued);
+    }
+}
+
 impl Handler<Subscribe> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
         let c = &msg.caller;
-        let result = self
-            .router
-            .subscribe(c.session, &msg.group, msg.presence, c.id.as_ref());
+        let result = self.router.subscribe(
+            c.session,
+            &msg.group,
+            msg.presence,
+            c.id.as_ref(),
+            msg.since.as_ref(),
+        );
         self.answer(c, result, Reply::Queued);
     }
 }

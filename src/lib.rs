@@ -26,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fdlimit;
+pub mod history;
 pub mod hub;
 pub mod market;
 pub mod opening;

@@ -6,12 +6,16 @@
 //! what `join` and one `subscribe` per group would do, and the client receives the same
 //! `joined` and `subscribed` replies (with no `id`), in that order, before the replies to
 //! anything it sends.
+//! `since=EPOCH:OFFSET` recovers the user's direct messages with the join, and
+//! `since.room1=EPOCH:OFFSET` a group's with its subscription, so a client that comes
+//! back recovers in its first round trip.
 //! It matters most to a mini-program that is backgrounded and reconnects often. Wire
 //! types only, as in [`crate::protocol`]; docs/PROTOCOL.md is the reference.
 
 use serde::Deserialize;
 
-use crate::protocol::{valid_group, valid_name, MAX_NAME_CHARS};
+use crate::history::Position;
+use crate::protocol::{valid_epoch, valid_group, valid_name, MAX_NAME_CHARS};
 
 /// The most groups one handshake may subscribe to: the URL is not the place for a long
 /// list, and a handshake that asks for more is refused before the upgrade.
@@ -25,8 +29,11 @@ pub struct Opening {
     pub name: Option<String>,
     /// The join token, when the hub has an auth secret.
     pub token: Option<String>,
-    /// Subscribe to these groups, in this order, after the join.
-    pub groups: Vec<String>,
+    /// Recover the user's direct messages after this position (`since`).
+    pub since: Option<Position>,
+    /// Subscribe to these groups, in this order, after the join; each recovering after
+    /// its position when the query gives one (`since.<group>`).
+    pub groups: Vec<(String, Option<Position>)>,
     /// Ask for presence events in every group of `groups`.
     pub presence: bool,
 }
@@ -69,20 +76,53 @@ impl Opening {
                 "bad handshake query: at most {MAX_OPENING_GROUPS} groups in `subscribe`"
             ));
         }
-        let groups: Vec<String> = listed.map(str::to_owned).collect();
+        let mut groups: Vec<(String, Option<Position>)> =
+            listed.map(|g| (g.to_owned(), None)).collect();
         // Names that break the rules are refused here rather than answered after the
         // upgrade: such a URL is a bug in the client, and the handshake's failure shows
         // in a browser's console. What depends on the hub's state (the token, the grant,
         // being joined) is answered after the upgrade, as for the commands.
-        if let Some(bad) = groups.iter().find(|g| !valid_group(g)) {
+        if let Some((bad, _)) = groups.iter().find(|(g, _)| !valid_group(g)) {
             return Err(format!(
                 "bad handshake query: {} is not a group name (1 to 64 of A-Z a-z 0-9 _ . : -)",
                 shown(bad)
             ));
         }
+        // Positions: `since` for the user's stream, `since.<group>` for a listed group.
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|e| format!("bad handshake query: {e}"))?;
+        let mut since = None;
+        for (key, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+            let target = if key == "since" {
+                &mut since
+            } else if let Some(group) = key.strip_prefix("since.") {
+                match groups.iter_mut().find(|(g, _)| g == group) {
+                    Some((_, position)) => position,
+                    None => {
+                        return Err(format!(
+                            "bad handshake query: {} names a group not in `subscribe`",
+                            shown(key)
+                        ))
+                    }
+                }
+            } else {
+                continue;
+            };
+            if target.is_some() {
+                return Err(format!("bad handshake query: {} given twice", shown(key)));
+            }
+            *target = Some(parse_position(value).ok_or_else(|| {
+                format!(
+                    "bad handshake query: {} must be EPOCH:OFFSET, not {}",
+                    shown(key),
+                    shown(value)
+                )
+            })?);
+        }
         let opening = Opening {
             name: given(q.name),
             token: given(q.token),
+            since,
             groups,
             presence,
         };
@@ -97,6 +137,16 @@ impl Opening {
         }
         Ok(opening)
     }
+}
+
+/// `EPOCH:OFFSET`, as `joined` and `subscribed` give them.
+fn parse_position(value: &str) -> Option<Position> {
+    let (epoch, offset) = value.split_once(':')?;
+    let offset = offset.parse().ok()?;
+    valid_epoch(epoch).then(|| Position {
+        epoch: epoch.into(),
+        offset,
+    })
 }
 
 /// A client's value in an error message: quoted and escaped, and cut short, so that the
@@ -137,7 +187,10 @@ mod tests {
         .expect("a full opening");
         assert_eq!(o.name.as_deref(), Some("alice b"));
         assert_eq!(o.token.as_deref(), Some("abc.def.ghi"));
-        assert_eq!(o.groups, ["room1", "stock.600519"]);
+        assert_eq!(
+            o.groups,
+            [("room1".into(), None), ("stock.600519".into(), None)]
+        );
         assert!(o.presence);
         // Unicode names arrive percent-encoded, as wx.connectSocket and browsers send them.
         let o = Opening::parse("name=%E5%B0%8F%E6%98%8E").expect("a Chinese name");
@@ -145,10 +198,35 @@ mod tests {
     }
 
     #[test]
+    fn positions_to_recover_from() {
+        let o = Opening::parse("name=a&since=e1:7&subscribe=room1,room.2&since.room.2=e2:0")
+            .expect("positions");
+        let at = |epoch: &str, offset| {
+            Some(Position {
+                epoch: epoch.into(),
+                offset,
+            })
+        };
+        assert_eq!(o.since, at("e1", 7));
+        assert_eq!(
+            o.groups,
+            [("room1".into(), None), ("room.2".into(), at("e2", 0))]
+        );
+        let refused = |q: &str| Opening::parse(q).expect_err(q);
+        assert!(refused("subscribe=a&since.b=e:1").contains("not in `subscribe`"));
+        assert!(refused("since=e").contains("EPOCH:OFFSET"));
+        assert!(refused("since=e:-1").contains("EPOCH:OFFSET"));
+        assert!(refused("since=e%20x:1").contains("EPOCH:OFFSET"));
+        assert!(refused("since=:1").contains("EPOCH:OFFSET"));
+        assert!(refused("subscribe=a&since.a=e:1&since.a=e:2").contains("twice"));
+        assert_eq!(Opening::parse("since=").map(|o| o.since), Ok(None));
+    }
+
+    #[test]
     fn empty_values_and_entries_count_as_absent() {
         let o = Opening::parse("name=&subscribe=,room1,,&presence=").expect("empties");
         assert_eq!(o.name, None);
-        assert_eq!(o.groups, ["room1"]);
+        assert_eq!(o.groups, [("room1".into(), None)]);
         assert!(!o.presence);
         assert_eq!(Opening::parse("presence=0").map(|o| o.presence), Ok(false));
         assert_eq!(Opening::parse("presence=1").map(|o| o.presence), Ok(true));

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use crate::history::Retention;
+
 /// The ticker's group of every symbol's quote.
 pub const MARKET_GROUP: &str = "stock";
 
@@ -50,8 +52,9 @@ pub struct GroupPolicy {
     /// rule that the server does not feed answers `not_found`, and a new subscriber gets
     /// the latest frame at once (a snapshot), right behind `subscribed`.
     pub feed: bool,
-    /// Messages kept for recovery (none yet).
-    pub history: usize,
+    /// Messages kept for recovery (docs/PROTOCOL.md, "History and recovery"); fed groups
+    /// keep none, whatever a rule says (their server feed has its own history).
+    pub history: Retention,
 }
 
 /// Chat: members publish, presence on request, names listed, join first.
@@ -62,7 +65,7 @@ pub const CHAT: GroupPolicy = GroupPolicy {
     needs_join: true,
     open: false,
     feed: false,
-    history: 0,
+    history: Retention::DEFAULT,
 };
 
 /// Market data: the server publishes; anyone may watch, anonymously, whatever its token;
@@ -75,7 +78,7 @@ pub const MARKET: GroupPolicy = GroupPolicy {
     needs_join: false,
     open: true,
     feed: true,
-    history: 0,
+    history: Retention::NONE,
 };
 
 /// Which group names a rule covers.
@@ -99,6 +102,8 @@ impl Pattern {
 pub struct Policies {
     rules: Vec<(Pattern, GroupPolicy)>,
     default: GroupPolicy,
+    /// Retention by group name (`--history`), over what the policy says; first match wins.
+    retention: Vec<(Pattern, Retention)>,
 }
 
 impl Policies {
@@ -107,6 +112,7 @@ impl Policies {
         Policies {
             rules: Vec::new(),
             default,
+            retention: Vec::new(),
         }
     }
 
@@ -124,12 +130,38 @@ impl Policies {
             .with(Pattern::Exact(CLASSIC_FEED.into()), MARKET)
     }
 
+    /// Keeps `retention` in the groups `pattern` covers, unless an earlier retention rule
+    /// covers them (fed groups keep none whatever it says).
+    pub fn with_retention(mut self, pattern: Pattern, retention: Retention) -> Self {
+        self.retention.push((pattern, retention));
+        self
+    }
+
+    /// Every group that keeps messages and has no retention rule keeps `retention`.
+    pub fn with_default_retention(mut self, retention: Retention) -> Self {
+        for policy in
+            std::iter::once(&mut self.default).chain(self.rules.iter_mut().map(|(_, p)| p))
+        {
+            if !policy.feed {
+                policy.history = retention;
+            }
+        }
+        self
+    }
+
     /// The policy of `group`.
-    pub fn of(&self, group: &str) -> &GroupPolicy {
-        self.rules
+    pub fn of(&self, group: &str) -> GroupPolicy {
+        let mut policy = *self
+            .rules
             .iter()
             .find(|(pattern, _)| pattern.matches(group))
-            .map_or(&self.default, |(_, policy)| policy)
+            .map_or(&self.default, |(_, policy)| policy);
+        if !policy.feed {
+            if let Some((_, retention)) = self.retention.iter().find(|(p, _)| p.matches(group)) {
+                policy.history = *retention;
+            }
+        }
+        policy
     }
 }
 
@@ -147,10 +179,10 @@ mod tests {
     fn the_ticker_groups_are_market_data_and_the_rest_is_chat() {
         let p = Policies::standard();
         for g in ["stock", "stock.600519", CLASSIC_FEED] {
-            assert_eq!(p.of(g), &MARKET, "{g}");
+            assert_eq!(p.of(g), MARKET, "{g}");
         }
         for g in ["stocks", "room", "stock_x", "sales"] {
-            assert_eq!(p.of(g), &CHAT, "{g}");
+            assert_eq!(p.of(g), CHAT, "{g}");
         }
         assert_eq!(symbol_group("600519"), "stock.600519");
     }
@@ -164,8 +196,40 @@ mod tests {
         let p = Policies::new(CHAT)
             .with(Pattern::Exact("room.vip".into()), vip)
             .with(Pattern::Prefix("room.".into()), MARKET);
-        assert_eq!(p.of("room.vip"), &vip);
-        assert_eq!(p.of("room.1"), &MARKET);
-        assert_eq!(p.of("lobby"), &CHAT);
+        assert_eq!(p.of("room.vip"), vip);
+        assert_eq!(p.of("room.1"), MARKET);
+        assert_eq!(p.of("lobby"), CHAT);
+    }
+
+    #[test]
+    fn retention_rules_override_the_policy_except_for_fed_groups() {
+        let long = Retention {
+            size: 500,
+            ttl: std::time::Duration::from_secs(600),
+        };
+        let short = Retention {
+            size: 10,
+            ttl: std::time::Duration::from_secs(60),
+        };
+        let p = Policies::standard()
+            .with_default_retention(short)
+            .with_retention(Pattern::Exact("room.quiet".into()), Retention::NONE)
+            .with_retention(Pattern::Prefix("room.".into()), long)
+            .with_retention(Pattern::Prefix("stock".into()), long);
+        assert_eq!(p.of("room.1").history, long);
+        assert_eq!(p.of("room.quiet").history, Retention::NONE);
+        assert_eq!(p.of("lobby").history, short);
+        assert_eq!(p.of("stock").history, Retention::NONE);
+        assert_eq!(p.of("stock.600519").history, Retention::NONE);
+        assert_eq!(
+            p.of("stockholders").history,
+            long,
+            "a chat group under the prefix"
+        );
+        assert_eq!(
+            p.of("room.1").publish,
+            Publishers::Joined,
+            "only the retention changes"
+        );
     }
 }

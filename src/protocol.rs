@@ -15,6 +15,7 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::error::{ErrorCode, ReplyError};
+use crate::history::Position;
 
 /// A message body: any JSON, kept as the client's text, so it is parsed once and never
 /// re-serialized: the hub splices it into the event it fans out.
@@ -36,6 +37,8 @@ pub enum Command {
         name: String,
         /// Required when the hub has an auth secret (see docs/SECURITY.md).
         token: Option<String>,
+        /// Recover the direct messages sent to this name after this position.
+        since: Option<Position>,
     },
     Direct {
         to: String,
@@ -50,6 +53,8 @@ pub enum Command {
     Subscribe {
         group: String,
         presence: bool,
+        /// Recover the group's messages after this position.
+        since: Option<Position>,
     },
     Unsubscribe {
         group: String,
@@ -67,6 +72,11 @@ pub enum Command {
     History {
         symbol: String,
         page: HistoryPage,
+    },
+    /// `history` with a `group`: the newest messages the group's stream still holds.
+    GroupHistory {
+        group: String,
+        limit: usize,
     },
 }
 
@@ -100,6 +110,7 @@ impl Command {
         let listed = match self {
             Command::Users { page, .. } => page.limit,
             Command::History { page, .. } => page.limit.unwrap_or(MAX_PAGE),
+            Command::GroupHistory { limit, .. } => *limit,
             _ => 0,
         };
         1 + listed.div_ceil(100) as u32
@@ -136,6 +147,8 @@ struct Envelope<'a> {
     before: Option<u64>,
     #[serde(default)]
     mid: Option<String>,
+    #[serde(default)]
+    since: Option<serde_json::Value>,
 }
 
 /// Only the `id`, to echo it in the error about a message that did not decode.
@@ -185,6 +198,35 @@ pub fn valid_mid(mid: &str) -> bool {
     valid_group(mid)
 }
 
+/// The `since` rule, as the `bad_request` error says it.
+pub const SINCE_RULE: &str =
+    "`since` is {\"epoch\": a string of 1 to 64 of A-Z a-z 0-9 _ -, \"offset\": an integer from 0}";
+
+/// An epoch as a client may send it back: what the hub hands out is shorter.
+pub fn valid_epoch(epoch: &str) -> bool {
+    (1..=MAX_NAME_CHARS).contains(&epoch.len())
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+fn position(since: Option<serde_json::Value>) -> Result<Option<Position>, String> {
+    let Some(since) = since.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let epoch = since.get("epoch").and_then(|e| e.as_str());
+    let offset = since.get("offset").and_then(|o| o.as_u64());
+    match (epoch, offset) {
+        (Some(epoch), Some(offset)) if since.is_object() && valid_epoch(epoch) => {
+            Ok(Some(Position {
+                epoch: epoch.into(),
+                offset,
+            }))
+        }
+        _ => Err(SINCE_RULE.to_owned()),
+    }
+}
+
 fn message_id(mid: Option<String>) -> Result<Option<String>, String> {
     match mid {
         Some(mid) if !valid_mid(&mid) => Err(MID_RULE.to_owned()),
@@ -198,6 +240,7 @@ impl Envelope<'_> {
             "join" => Command::Join {
                 name: required(self.name, "name")?,
                 token: self.token,
+                since: position(self.since)?,
             },
             "direct" => Command::Direct {
                 to: required(self.to, "to")?,
@@ -211,6 +254,7 @@ impl Envelope<'_> {
             "subscribe" => Command::Subscribe {
                 group: required(self.group, "group")?,
                 presence: self.presence.unwrap_or(false),
+                since: position(self.since)?,
             },
             "unsubscribe" => Command::Unsubscribe {
                 group: required(self.group, "group")?,
@@ -228,11 +272,17 @@ impl Envelope<'_> {
                 },
             },
             "ping" => Command::Ping,
-            "history" => Command::History {
-                symbol: required(self.symbol, "symbol")?,
-                page: HistoryPage {
-                    limit: self.limit.map(|l| l.clamp(1, MAX_PAGE)),
-                    before: self.before,
+            "history" => match (self.symbol, self.group) {
+                (None, Some(group)) => Command::GroupHistory {
+                    group,
+                    limit: self.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
+                },
+                (symbol, _) => Command::History {
+                    symbol: required(symbol, "symbol")?,
+                    page: HistoryPage {
+                        limit: self.limit.map(|l| l.clamp(1, MAX_PAGE)),
+                        before: self.before,
+                    },
                 },
             },
             other => {
@@ -429,17 +479,26 @@ pub enum Event<'a> {
         id: Option<&'a RequestId>,
         name: &'a str,
         session: u64,
+        /// The position of the user's stream of direct messages, and whether what the
+        /// `join` asked to recover was.
+        #[serde(flatten)]
+        stream: Stream<'a>,
     },
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         delivered: usize,
+        /// A direct message kept for its recipient, who has no live session now.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        stored: bool,
     },
     Subscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         group: &'a str,
         members: usize,
+        #[serde(flatten)]
+        stream: Stream<'a>,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -479,6 +538,9 @@ pub enum Event<'a> {
         /// The sender's message id, when it gave one.
         #[serde(skip_serializing_if = "Option::is_none")]
         mid: Option<&'a str>,
+        /// Its offset in the group's stream, or the recipient's for a direct message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
         body: &'a RawValue,
         ts: u64,
     },
@@ -498,6 +560,18 @@ pub enum Event<'a> {
         symbol: &'a str,
         quotes: Vec<&'a Quote>,
     },
+}
+
+/// A stream's position in `joined` and `subscribed`, and whether a recovery asked for
+/// succeeded. All absent for groups without a stream (market data).
+#[derive(Debug, Default, Serialize)]
+pub struct Stream<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
 }
 
 /// One symbol's state after a tick. Prices are in yuan, rounded to cents.
@@ -522,6 +596,45 @@ pub struct Quote {
 }
 
 /// Serializes a wire value once; the result is shared by every recipient.
+/// The reply to `history` for a group: `messages` holds the kept `message` events
+/// (frames the hub made itself, so they are spliced in as they are), oldest first.
+pub fn encode_group_history(
+    id: Option<&RequestId>,
+    group: &str,
+    position: &Position,
+    frames: &[ByteString],
+) -> ByteString {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        group: &'a str,
+        epoch: &'a str,
+        offset: u64,
+    }
+    let head = encode(&Head {
+        ty: "history",
+        id,
+        group,
+        epoch: &position.epoch,
+        offset: position.offset,
+    });
+    let size = head.len() + 16 + frames.iter().map(|f| f.len() + 1).sum::<usize>();
+    let mut out = String::with_capacity(size);
+    out.push_str(&head[..head.len() - 1]);
+    out.push_str(",\"messages\":[");
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(frame);
+    }
+    out.push_str("]}");
+    ByteString::from(out)
+}
+
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> ByteString {
     match serde_json::to_string(value) {
         Ok(s) => ByteString::from(s),
@@ -551,7 +664,7 @@ mod tests {
     fn decodes_every_command() {
         let (id, c) = command(r#"{"type":"join","name":"alice","id":1}"#);
         assert_eq!(id, Some(RequestId::Int(1)));
-        assert!(matches!(c, Command::Join { name, token: None } if name == "alice"));
+        assert!(matches!(c, Command::Join { name, token: None, since: None } if name == "alice"));
         let (id, c) = command(r#"{"type":"direct","to":"bob","body":{"x": 1},"id":"a"}"#);
         assert_eq!(id, Some(RequestId::Str("a".into())));
         // The body is kept exactly as the client wrote it.
@@ -571,13 +684,44 @@ mod tests {
             "m".repeat(65)
         );
         assert!(decode(&long).is_err());
+        // Positions to recover from; a malformed one is refused, with the id echoed.
+        let (_, c) =
+            command(r#"{"type":"subscribe","group":"g","since":{"epoch":"ab12","offset":7}}"#);
+        assert!(
+            matches!(c, Command::Subscribe { since: Some(p), .. } if &*p.epoch == "ab12" && p.offset == 7)
+        );
+        let (_, c) = command(r#"{"type":"join","name":"a","since":null}"#);
+        assert!(matches!(c, Command::Join { since: None, .. }));
+        for bad in [
+            r#""ab12:7""#,
+            r#"{"epoch":"ab12"}"#,
+            r#"{"offset":7}"#,
+            r#"{"epoch":"ab12","offset":-1}"#,
+            r#"{"epoch":"ab12","offset":1.5}"#,
+            r#"{"epoch":"","offset":1}"#,
+            r#"{"epoch":"a b","offset":1}"#,
+            r#"{"epoch":7,"offset":1}"#,
+            r#"{"epoch":"ab12","offset":18446744073709551616}"#,
+            "[]",
+        ] {
+            let text = format!(r#"{{"type":"subscribe","group":"g","since":{bad},"id":9}}"#);
+            let err = decode(&text).expect_err(&text);
+            assert_eq!(
+                (err.id, err.message.as_str()),
+                (Some(RequestId::Int(9)), SINCE_RULE),
+                "{text}"
+            );
+        }
+        // `history` with a group instead of a symbol asks for the group's messages.
+        let (_, c) = command(r#"{"type":"history","group":"room","limit":5}"#);
+        assert!(matches!(c, Command::GroupHistory { group, limit: 5 } if group == "room"));
         assert!(matches!(
             command(r#"{"type":"broadcast","body":null}"#).1,
             Command::Broadcast { body, .. } if body.get() == "null"
         ));
         assert!(matches!(
             command(r#"{"type":"subscribe","group":"g"}"#).1,
-            Command::Subscribe { group, presence: false } if group == "g"
+            Command::Subscribe { group, presence: false, since: None } if group == "g"
         ));
         assert!(matches!(
             command(r#"{"type":"subscribe","group":"g","presence":true}"#).1,
@@ -737,10 +881,44 @@ mod tests {
         assert_eq!(
             encode(&Event::Ack {
                 id: Some(&id),
-                delivered: 2
+                delivered: 2,
+                stored: false,
             })
             .to_string(),
             r#"{"type":"ack","id":7,"delivered":2}"#
+        );
+        assert_eq!(
+            encode(&Event::Ack {
+                id: None,
+                delivered: 0,
+                stored: true,
+            })
+            .to_string(),
+            r#"{"type":"ack","delivered":0,"stored":true}"#
+        );
+        assert_eq!(
+            encode(&Event::Subscribed {
+                id: None,
+                group: "g",
+                members: 1,
+                stream: Stream {
+                    epoch: Some("e"),
+                    offset: Some(4),
+                    recovered: Some(true),
+                },
+            })
+            .to_string(),
+            r#"{"type":"subscribed","group":"g","members":1,"epoch":"e","offset":4,"recovered":true}"#
+        );
+        assert_eq!(
+            encode(&Event::Subscribed {
+                id: None,
+                group: "stock",
+                members: 1,
+                stream: Stream::default(),
+            })
+            .to_string(),
+            r#"{"type":"subscribed","group":"stock","members":1}"#
         );
         assert_eq!(
             encode(&Event::Pong { id: None }).to_string(),
@@ -754,11 +932,12 @@ mod tests {
                 to: None,
                 group: Some("g"),
                 mid: None,
+                offset: Some(3),
                 body: &body,
                 ts: 1
             })
             .to_string(),
-            r#"{"type":"message","kind":"group","from":"a","group":"g","body":{"text":"hi"},"ts":1}"#
+            r#"{"type":"message","kind":"group","from":"a","group":"g","offset":3,"body":{"text":"hi"},"ts":1}"#
         );
         assert_eq!(
             encode(&Event::Message {
@@ -767,6 +946,7 @@ mod tests {
                 to: Some("b"),
                 group: None,
                 mid: Some("m-1"),
+                offset: None,
                 body: &body,
                 ts: 1
             })

@@ -25,12 +25,13 @@ use serde_json::value::RawValue;
 
 use crate::auth::Grant;
 use crate::error::{CloseReason, ErrorCode, ReplyError};
+use crate::history::{History, MemoryHistory, Position, Recovery, Retention, StreamKey};
 use crate::outbox::{Outbox, WakeBatch};
 use crate::policy::{Policies, Publishers, CLASSIC_FEED};
 use crate::pool::{forbidden, not_joined, GroupChange, Pool, SessionId};
 use crate::protocol::{
-    encode, legacy_groups, normalize_name, now_ms, valid_group, Event, Kind, RequestId, UsersPage,
-    GROUP_RULE,
+    encode, encode_group_history, legacy_groups, normalize_name, now_ms, valid_group, Event, Kind,
+    RequestId, Stream, UsersPage, GROUP_RULE,
 };
 
 /// Who a message is from.
@@ -87,6 +88,8 @@ pub struct Outcome {
     pub announced: usize,
     /// For `subscribe`: the group's members after it.
     pub members: usize,
+    /// For `direct`: kept in the recipient's stream while it has no live session.
+    pub stored: bool,
 }
 
 /// The counters the hub reports.
@@ -99,6 +102,63 @@ pub struct Stats {
     pub queued_bytes: usize,
     /// Sessions closed because their outbox passed its bound.
     pub slow_consumers: usize,
+    /// Streams, messages and bytes the history holds.
+    pub history: crate::history::HistoryStats,
+}
+
+/// How much the hub keeps for recovery besides the group policies' retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecallConfig {
+    /// Each user's stream of direct messages (and how long a user counts as seen).
+    pub users: Retention,
+    /// Most bytes of messages kept in all; past it the oldest go first.
+    pub memory_bytes: usize,
+    /// See [`Recall::max_replay_bytes`].
+    pub max_replay_bytes: usize,
+}
+
+impl Default for RecallConfig {
+    fn default() -> Self {
+        RecallConfig {
+            users: Retention::DEFAULT,
+            memory_bytes: 64 << 20,
+            max_replay_bytes: 512 << 10,
+        }
+    }
+}
+
+impl RecallConfig {
+    /// Kept in this process's memory; an empty stream's position is kept as long as the
+    /// users' ttl.
+    pub fn in_memory(&self) -> Recall {
+        Recall {
+            history: Box::new(MemoryHistory::new(self.memory_bytes, self.users.ttl)),
+            users: self.users,
+            max_replay_bytes: self.max_replay_bytes,
+            clock: now_ms,
+        }
+    }
+}
+
+/// What the router keeps of messages, for recovery.
+pub struct Recall {
+    pub history: Box<dyn History>,
+    /// How much of each user's stream of direct messages is kept; its ttl is also how
+    /// long after its last session a user still counts as seen, so that a direct message
+    /// to it is stored rather than `not_found`.
+    pub users: Retention,
+    /// A recovery that would queue more bytes than this for one session is refused
+    /// (`recovered: false`): the session would be closed as a slow consumer otherwise.
+    pub max_replay_bytes: usize,
+    /// Milliseconds since the Unix epoch; a test's own clock drives retention.
+    pub clock: fn() -> u64,
+}
+
+impl Default for Recall {
+    /// In memory, at the defaults: 100 messages and 5 minutes per stream, 64 MiB in all.
+    fn default() -> Self {
+        RecallConfig::default().in_memory()
+    }
 }
 
 /// A fed group gained its first session (`watched`) or lost its last: the feed may start
@@ -125,6 +185,7 @@ pub struct Router {
     /// The wake-ups of the current fan-out, handed to the sessions' threads in chunks;
     /// kept so that its buffers are reused rather than allocated per fan-out.
     wakes: WakeBatch,
+    recall: Recall,
 }
 
 impl Router {
@@ -144,7 +205,24 @@ impl Router {
             slow_consumers: 0,
             unreachable: Vec::new(),
             wakes: WakeBatch::default(),
+            recall: Recall::default(),
         }
+    }
+
+    /// The same router keeping history as `recall` says.
+    pub fn with_recall(mut self, recall: Recall) -> Self {
+        self.recall = recall;
+        self
+    }
+
+    /// Forgets expired messages and idle streams; the hub calls it now and then.
+    pub fn sweep_history(&mut self) {
+        let now = (self.recall.clock)();
+        let pool = &self.pool;
+        self.recall.history.sweep(now, &|key| match key {
+            StreamKey::Group(g) => pool.group(g).is_some(),
+            StreamKey::User(u) => pool.user_outboxes(u).is_some(),
+        });
     }
 
     /// The membership state, for tests and the hub's own checks.
@@ -220,14 +298,24 @@ impl Router {
         grant: Grant,
         classic: bool,
         request: Option<&RequestId>,
+        since: Option<&Position>,
     ) -> Result<Outcome, ReplyError> {
         let (name, changes) = self.pool.join(id, name, grant)?;
+        let key = StreamKey::User(name.clone());
+        let now = (self.recall.clock)();
+        self.recall.history.touch(&key, now);
+        let (position, recovered) = self.recover(id, &key, since, now);
         self.queue(
             id,
             &encode(&Event::Joined {
                 id: request,
                 name: &name,
                 session: id,
+                stream: Stream {
+                    epoch: Some(&position.epoch),
+                    offset: Some(position.offset),
+                    recovered,
+                },
             }),
         );
         let mut outcome = Outcome::default();
@@ -255,6 +343,7 @@ impl Router {
         group: &str,
         presence: bool,
         request: Option<&RequestId>,
+        since: Option<&Position>,
     ) -> Result<Outcome, ReplyError> {
         if !valid_group(group) {
             return Err(invalid_group());
@@ -272,13 +361,28 @@ impl Router {
                 format!("group {group} has no presence"),
             ));
         }
+        let streamed = !policy.feed;
         let (change, members) = self.add_member(id, group, presence)?;
+        // The replay is queued first, then `subscribed`, then what is live: one thread
+        // does all three, so nothing published meanwhile can fall between them.
+        let (position, recovered) = if streamed {
+            let now = (self.recall.clock)();
+            let (p, r) = self.recover(id, &StreamKey::group(group), since, now);
+            (Some(p), r)
+        } else {
+            (None, None)
+        };
         self.queue(
             id,
             &encode(&Event::Subscribed {
                 id: request,
                 group,
                 members,
+                stream: Stream {
+                    epoch: position.as_ref().map(|p| &*p.epoch),
+                    offset: position.as_ref().map(|p| p.offset),
+                    recovered,
+                },
             }),
         );
         let mut outcome = Outcome {
@@ -354,30 +458,48 @@ impl Router {
         // Checked, so that an error never echoes more than a valid name, and in NFC, as
         // names are kept.
         let to = normalize_name(to)?;
-        let Some(targets) = self.pool.user_outboxes(&to) else {
+        let key = StreamKey::user(&to);
+        let now = (self.recall.clock)();
+        let retention = self.recall.users;
+        let online = self.pool.user_outboxes(&to).is_some();
+        // Offline but seen within the window: kept for its next session to recover.
+        let stored = !online
+            && retention.keeps()
+            && self.recall.history.seen_within(&key, retention.ttl, now);
+        if !online && !stored {
             return Err(ReplyError::new(
                 ErrorCode::NotFound,
                 format!("{to} is not online"),
             ));
+        }
+        let (_, frame) = self
+            .recall
+            .history
+            .append(&key, retention, now, &mut |offset| {
+                encode(&Event::Message {
+                    kind: Kind::Direct,
+                    from: &from,
+                    to: Some(&to),
+                    group: None,
+                    mid: post.mid,
+                    offset: Some(offset),
+                    body: post.body,
+                    ts: now,
+                })
+            });
+        let delivered = match self.pool.user_outboxes(&to) {
+            Some(targets) => deliver(
+                targets,
+                &frame,
+                sender,
+                &mut self.wakes,
+                &mut self.unreachable,
+            ),
+            None => 0,
         };
-        let frame = encode(&Event::Message {
-            kind: Kind::Direct,
-            from: &from,
-            to: Some(&to),
-            group: None,
-            mid: post.mid,
-            body: post.body,
-            ts: now_ms(),
-        });
-        let delivered = deliver(
-            targets,
-            &frame,
-            sender,
-            &mut self.wakes,
-            &mut self.unreachable,
-        );
         Ok(self.finish(Outcome {
             delivered,
+            stored,
             ..Outcome::default()
         }))
     }
@@ -392,6 +514,7 @@ impl Router {
             to: None,
             group: None,
             mid: post.mid,
+            offset: None,
             body: post.body,
             ts: now_ms(),
         });
@@ -431,18 +554,30 @@ impl Router {
             }
             self.pool.check_grant(*id, group)?;
         }
+        let retention = policy.history;
+        if self.pool.group(group).is_none() && !retention.keeps() {
+            return Ok(Outcome::default()); // nobody to tell, now or later
+        }
+        // Numbered (and kept) even with no member now: the members that are away recover it.
+        let now = (self.recall.clock)();
+        let (_, frame) =
+            self.recall
+                .history
+                .append(&StreamKey::group(group), retention, now, &mut |offset| {
+                    encode(&Event::Message {
+                        kind: Kind::Group,
+                        from: &name,
+                        to: None,
+                        group: Some(group),
+                        mid: post.mid,
+                        offset: Some(offset),
+                        body: post.body,
+                        ts: now,
+                    })
+                });
         let Some(members) = self.pool.group(group) else {
             return Ok(Outcome::default());
         };
-        let frame = encode(&Event::Message {
-            kind: Kind::Group,
-            from: &name,
-            to: None,
-            group: Some(group),
-            mid: post.mid,
-            body: post.body,
-            ts: now_ms(),
-        });
         let delivered = deliver(
             members.outboxes(),
             &frame,
@@ -558,6 +693,82 @@ impl Router {
             groups,
             queued_bytes: self.pool.queued_bytes(),
             slow_consumers: self.slow_consumers,
+            history: self.recall.history.stats(),
+        }
+    }
+
+    /// `history` for a group: the newest `limit` messages its stream holds, for a session
+    /// that may subscribe to it (a client that could not recover reloads with it).
+    pub fn group_history(
+        &mut self,
+        id: SessionId,
+        group: &str,
+        limit: usize,
+        request: Option<&RequestId>,
+    ) -> Result<Outcome, ReplyError> {
+        if !valid_group(group) {
+            return Err(invalid_group());
+        }
+        let policy = self.policies.of(group);
+        if policy.feed {
+            return Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                format!("{group} keeps no messages: ask `history` with a `symbol`"),
+            ));
+        }
+        let entry = self.pool.session(id).ok_or_else(unknown_session)?;
+        if policy.needs_join && entry.name.is_none() {
+            return Err(not_joined());
+        }
+        if !policy.open && !entry.grant.allows(group) {
+            return Err(forbidden(group));
+        }
+        let now = (self.recall.clock)();
+        let key = StreamKey::group(group);
+        let (frames, position) = self.recall.history.latest(&key, limit, now);
+        // Cut to what the outbox takes, newest kept: a reply the session would be closed for helps nobody.
+        let mut budget = self.recall.max_replay_bytes;
+        let keep = frames
+            .iter()
+            .rev()
+            .take_while(|f| match budget.checked_sub(f.len()) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            })
+            .count();
+        let frame = encode_group_history(request, group, &position, &frames[frames.len() - keep..]);
+        self.reply(id, &frame);
+        Ok(Outcome::default())
+    }
+
+    /// Queues for session `id` what its stream `key` holds after `since`, if all of it
+    /// is held and fits the replay budget. Returns the stream's position, and whether the
+    /// recovery asked for succeeded (`None` when none was asked for).
+    fn recover(
+        &mut self,
+        id: SessionId,
+        key: &StreamKey,
+        since: Option<&Position>,
+        now: u64,
+    ) -> (Position, Option<bool>) {
+        let Some(since) = since else {
+            return (self.recall.history.position(key, now), None);
+        };
+        let (recovery, position) = self.recall.history.since(key, since, usize::MAX, now);
+        match recovery {
+            Recovery::Recovered(frames)
+                if frames.iter().map(|f| f.len()).sum::<usize>()
+                    <= self.recall.max_replay_bytes =>
+            {
+                for frame in &frames {
+                    self.queue(id, frame);
+                }
+                (position, Some(true))
+            }
+            _ => (position, Some(false)),
         }
     }
 
@@ -586,6 +797,13 @@ impl Router {
         if entry.outbox.close_reason() == Some(CloseReason::SlowConsumer) {
             log::info!("session {id} closed: slow consumer");
             self.slow_consumers += 1;
+        }
+        if let Some(name) = &entry.name {
+            // The user was seen until now: direct messages are stored for it for a while.
+            let now = (self.recall.clock)();
+            self.recall
+                .history
+                .touch(&StreamKey::User(name.clone()), now);
         }
         let changes = self.pool.disconnect(id);
         self.announce(changes, outcome);
@@ -666,3 +884,6 @@ fn unknown_session() -> ReplyError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod history_tests;

@@ -27,6 +27,7 @@ use futures_util::Stream;
 
 use crate::auth::{Grant, Verifier};
 use crate::error::{CloseReason, ErrorCode, ReplyError};
+use crate::history::Position;
 use crate::hub::{self, Caller, Hub};
 use crate::opening::Opening;
 use crate::outbox::{Drained, Frames, Outbox, Wake, Wakes};
@@ -480,6 +481,7 @@ impl Session {
         token: Option<&str>,
         classic: bool,
         direct: bool,
+        since: Option<Position>,
     ) -> Option<ReplyError> {
         let name = match normalize_name(name) {
             Ok(name) => name,
@@ -496,6 +498,7 @@ impl Session {
                     name,
                     classic,
                     grant,
+                    since,
                 };
                 if direct {
                     self.shared.hub.do_send(join);
@@ -512,8 +515,16 @@ impl Session {
     }
 
     /// A join from a frame: the connection's third refused token closes it.
-    fn join(&mut self, id: Option<RequestId>, name: String, token: Option<String>, classic: bool) {
-        let Some(e) = self.try_join(id.as_ref(), &name, token.as_deref(), classic, false) else {
+    fn join(
+        &mut self,
+        id: Option<RequestId>,
+        name: String,
+        token: Option<String>,
+        classic: bool,
+        since: Option<Position>,
+    ) {
+        let Some(e) = self.try_join(id.as_ref(), &name, token.as_deref(), classic, false, since)
+        else {
             return;
         };
         let frame = encode(&Event::Error {
@@ -550,16 +561,17 @@ impl Session {
         let Opening {
             name,
             token,
+            since,
             groups,
             presence,
         } = opening;
         // One refusal at most, so never the third that closes: answered like any other.
         if let Some(e) =
-            name.and_then(|name| self.try_join(None, &name, token.as_deref(), false, true))
+            name.and_then(|name| self.try_join(None, &name, token.as_deref(), false, true, since))
         {
             self.reply_error(None, e.code, &e.message);
         }
-        for group in groups {
+        for (group, since) in groups {
             // The handshake asks for presence in all its groups at once: where a group's
             // policy has none (market data), it subscribes without.
             let presence = presence && self.shared.policies.of(&group).presence;
@@ -567,6 +579,7 @@ impl Session {
                 caller: self.caller(None),
                 group,
                 presence,
+                since,
             });
         }
     }
@@ -584,7 +597,9 @@ impl Session {
                 let id = self.id;
                 return self.to_hub(None, hub::SubscribeClassicFeed { session: id });
             }
-            Ok(Inbound::LegacyJoin { id, name, token }) => return self.join(id, name, token, true),
+            Ok(Inbound::LegacyJoin { id, name, token }) => {
+                return self.join(id, name, token, true, None)
+            }
             Ok(Inbound::Command { id, command }) => (id, command),
         };
         // The frame paid one token; a command whose reply grows with what it asks for
@@ -597,7 +612,7 @@ impl Session {
         let id = id.as_ref();
         match command {
             Command::Ping => self.to_hub(id, hub::Ping { caller }),
-            Command::Join { name, token } => self.join(caller.id, name, token, false),
+            Command::Join { name, token, since } => self.join(caller.id, name, token, false, since),
             Command::Direct { to, body, mid } => self.to_hub(
                 id,
                 hub::SendDirect {
@@ -610,12 +625,25 @@ impl Session {
             Command::Broadcast { body, mid } => {
                 self.to_hub(id, hub::Broadcast { caller, body, mid })
             }
-            Command::Subscribe { group, presence } => self.to_hub(
+            Command::Subscribe {
+                group,
+                presence,
+                since,
+            } => self.to_hub(
                 id,
                 hub::Subscribe {
                     caller,
                     group,
                     presence,
+                    since,
+                },
+            ),
+            Command::GroupHistory { group, limit } => self.to_hub(
+                id,
+                hub::GroupHistory {
+                    caller,
+                    group,
+                    limit,
                 },
             ),
             Command::Unsubscribe { group } => self.to_hub(id, hub::Unsubscribe { caller, group }),

@@ -55,9 +55,11 @@ async fn the_handshake_joins_and_subscribes_before_anything_else() {
         "{joined}"
     );
     assert!(joined["session"].as_u64().is_some(), "{joined}");
+    let mut room = alice.recv_json().await;
+    assert!(room["epoch"].take().is_string(), "{room}");
     assert_eq!(
-        alice.recv_json().await,
-        json!({"type":"subscribed","group":"room","members":1})
+        room,
+        json!({"type":"subscribed","group":"room","members":1,"epoch":null,"offset":0})
     );
     // presence=true: its own arrival is announced to it, as for a `subscribe` frame.
     assert_eq!(

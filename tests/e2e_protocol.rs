@@ -47,9 +47,11 @@ async fn chat_between_two_users() {
     let sub = alice
         .request(json!({"type":"subscribe","group":"room","presence":true,"id":3}))
         .await;
+    let mut sub = sub;
+    assert!(sub["epoch"].take().is_string(), "{sub}");
     assert_eq!(
         sub,
-        json!({"type":"subscribed","id":3,"group":"room","members":1})
+        json!({"type":"subscribed","id":3,"group":"room","members":1,"epoch":null,"offset":0})
     );
     alice
         .expect(|v| v["type"] == "presence" && v["name"] == "alice")
@@ -97,10 +99,19 @@ async fn chat_between_two_users() {
     hub.wait_stats(|s| s.users == 1).await;
     let users = alice.request(json!({"type":"users"})).await;
     assert_eq!(users["users"], json!(["alice"]));
-    let err = alice
+    // Seen within the history window: kept for his next session.
+    let ack = alice
         .request(json!({"type":"direct","to":"bob","body":1,"id":7}))
         .await;
-    assert_eq!((&err["code"], &err["id"]), (&json!("not_found"), &json!(7)));
+    assert_eq!(
+        ack,
+        json!({"type":"ack","id":7,"delivered":0,"stored":true})
+    );
+    // Never seen: not found.
+    let err = alice
+        .request(json!({"type":"direct","to":"carol","body":1,"id":8}))
+        .await;
+    assert_eq!((&err["code"], &err["id"]), (&json!("not_found"), &json!(8)));
     hub.stop().await;
 }
 

@@ -9,15 +9,19 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 /** Request ids are set by the client; a command passed in without one gets one. */
 export type Id = number | string;
 
-export interface JoinCommand { type: 'join'; name: string; token?: string; id?: Id }
+/** A stream position: the epoch and the last offset seen (docs/PROTOCOL.md, "History and recovery"). */
+export interface Position { epoch: string; offset: number }
+
+export interface JoinCommand { type: 'join'; name: string; token?: string; since?: Position; id?: Id }
 /** `mid`: the sender's message id, 1-64 of A-Z a-z 0-9 _ . : - (the client sets one). */
 export interface DirectCommand { type: 'direct'; to: string; body: Json; mid?: string; id?: Id }
 export interface BroadcastCommand { type: 'broadcast'; body: Json; mid?: string; id?: Id }
-export interface SubscribeCommand { type: 'subscribe'; group: string; presence?: boolean; id?: Id }
+export interface SubscribeCommand { type: 'subscribe'; group: string; presence?: boolean; since?: Position; id?: Id }
 export interface UnsubscribeCommand { type: 'unsubscribe'; group: string; id?: Id }
 export interface PublishCommand { type: 'publish'; group: string; body: Json; mid?: string; id?: Id }
 export interface UsersCommand { type: 'users'; group?: string; limit?: number; after?: string; id?: Id }
 export interface HistoryCommand { type: 'history'; symbol: string; limit?: number; before?: number; id?: Id }
+export interface GroupHistoryCommand { type: 'history'; group: string; limit?: number; id?: Id }
 export interface PingCommand { type: 'ping'; id?: Id }
 
 export type Command =
@@ -29,13 +33,20 @@ export type Command =
   | PublishCommand
   | UsersCommand
   | HistoryCommand
+  | GroupHistoryCommand
   | PingCommand;
 
 // ---- protocol: replies and events (hub -> client) ----------------------------------------
 
-export interface JoinedReply { type: 'joined'; id?: Id; name: string; session: number }
-export interface AckReply { type: 'ack'; id?: Id; delivered: number }
-export interface SubscribedReply { type: 'subscribed'; id?: Id; group: string; members: number }
+/** `epoch`/`offset`: the stream's position; `recovered`: only when the command asked to recover. */
+export interface JoinedReply { type: 'joined'; id?: Id; name: string; session: number; epoch: string; offset: number; recovered?: boolean }
+/** `stored`: a direct message kept for a recipient that has no live session now. */
+export interface AckReply { type: 'ack'; id?: Id; delivered: number; stored?: true }
+/** Market groups have no stream: no epoch or offset. */
+export interface SubscribedReply { type: 'subscribed'; id?: Id; group: string; members: number; epoch?: string; offset?: number; recovered?: boolean }
+export interface GroupHistoryReply { type: 'history'; id?: Id; group: string; epoch: string; offset: number; messages: MessageEvent[] }
+/** A recovery asked for on a rejoin (`user`) or a resubscribe (`group`) came, or could not. */
+export interface RecoveryEvent { recovered: boolean; epoch: string; offset: number; user?: string; group?: string }
 export interface UnsubscribedReply { type: 'unsubscribed'; id?: Id; group: string }
 export interface UsersReply { type: 'users'; id?: Id; users: string[]; count: number; next?: string; group?: string }
 export interface HistoryReply { type: 'history'; id?: Id; symbol: string; quotes: Quote[] }
@@ -72,6 +83,8 @@ export interface MessageEvent {
   group?: string;
   /** The sender's message id, when it gave one; the client drops a (from, mid) it has seen. */
   mid?: string;
+  /** Its offset in the group's stream, or in the recipient's for a direct message. */
+  offset?: number;
   body: Json;
   /** Milliseconds since the Unix epoch, stamped by the hub. */
   ts: number;
@@ -107,7 +120,7 @@ export interface ReplyOf {
   unsubscribe: UnsubscribedReply;
   publish: AckReply;
   users: UsersReply;
-  history: HistoryReply;
+  history: HistoryReply | GroupHistoryReply;
   ping: PongReply;
 }
 
@@ -122,7 +135,7 @@ export interface HubEvents {
   subscribed: SubscribedReply;
   unsubscribed: UnsubscribedReply;
   users: UsersReply;
-  history: HistoryReply;
+  history: HistoryReply | GroupHistoryReply;
   pong: PongReply;
   error: ErrorReply;
 }
@@ -182,9 +195,13 @@ export interface ClientEvents extends HubEvents {
   queue: number;
   /** Round trip of the heartbeat's ping, in ms. */
   rtt: number;
+  /** After a rejoin or resubscribe that asked to recover: `recovered: false` means reload (groupHistory). */
+  recovery: RecoveryEvent;
   /** Any other `type` the hub may send. */
   [type: string]: unknown;
 }
+
+export interface Positions { user: (Position & { name: string }) | null; groups: { [group: string]: Position } }
 
 // ---- options, clock, transports ---------------------------------------------------------
 
@@ -238,6 +255,8 @@ export interface ClientOptions {
   verifyTimeoutMs?: number;
   /** Received (from, mid) pairs remembered to drop a message sent again. Default 1000. */
   dedupeWindow?: number;
+  /** Positions saved from positions() before the app last stopped: the first join and subscribes recover from them. */
+  positions?: Positions;
   /** Timers; tests inject one to drive time. Default: the global setTimeout, clearTimeout and Date.now. */
   clock?: Clock;
   /** Random numbers in [0, 1) for the jitter. Default Math.random. */
@@ -315,6 +334,10 @@ export declare class Client {
   users(options?: { group?: string; limit?: number; after?: string }): Promise<UsersReply>;
   history(symbol: string, options?: { limit?: number; before?: number }): Promise<HistoryReply>;
   ping(): Promise<PongReply>;
+  /** The newest messages a group's stream holds, oldest first: to reload after `recovery` {recovered: false}, or at start. */
+  groupHistory(group: string, options?: { limit?: number }): Promise<GroupHistoryReply>;
+  /** The positions to keep across an app restart; pass them back as the `positions` option. */
+  positions(): Positions;
 
   /**
    * Joins as `name` now and on every later connection. Resolves with `joined`. Rejects with

@@ -147,6 +147,12 @@
       this.midPrefix = randomDigits(Math.random, 8); // not options.random: that one drives the backoff
       this.nextMid = 1;
       this.seen = new Map(); // from + '\n' + mid of messages received, oldest first
+      // Stream positions (docs/PROTOCOL.md, "History and recovery"): the last offset seen
+      // and its epoch, per group and for the user's own stream of direct messages. Sent
+      // back as `since` on every resubscribe and rejoin, so the hub replays what was missed.
+      this.userPos = null; // {name, epoch, offset}
+      this.groupPos = new Map(); // group -> {epoch, offset}
+      this.restorePositions(options.positions);
       this.attempt = 0; // failed connections in a row: drives the backoff
       this.retryTimer = null;
       this.resyncTimer = null;
@@ -499,7 +505,7 @@
       conn.heard = true; // any frame at all proves the connection alive
       const msg = parseFrame(data);
       if (!msg) return;
-      if (msg.type === 'message' && this.repeated(msg)) return;
+      if (msg.type === 'message' && (this.repeated(msg) || this.replayed(msg))) return;
       if (msg.type === 'pong' && msg.id === undefined && conn.pingAt !== undefined) {
         this.emit('rtt', this.clock.now() - conn.pingAt);
         conn.pingAt = undefined;
@@ -528,6 +534,65 @@
       this.seen.set(key, true);
       if (this.seen.size > this.options.dedupeWindow) this.seen.delete(this.seen.keys().next().value);
       return false;
+    }
+
+    // ---- positions and recovery ---------------------------------------------------------
+
+    /**
+     * A message at or before the position already seen in its stream: a copy (a replay
+     * overlapping what arrived live). Moves the position on otherwise.
+     */
+    replayed(msg) {
+      if (typeof msg.offset !== 'number') return false;
+      let pos = null;
+      if (msg.kind === 'group') pos = this.groupPos.get(msg.group);
+      else if (msg.kind === 'direct' && this.userPos && msg.to === this.userPos.name) pos = this.userPos;
+      if (!pos) return false;
+      if (msg.offset <= pos.offset) return true;
+      pos.offset = msg.offset;
+      return false;
+    }
+
+    /**
+     * A `joined` or `subscribed` reply: its stream's position becomes ours, and, when the
+     * command asked to recover, a `recovery` event says whether everything missed came
+     * (it came just before this reply) or the app must reload.
+     */
+    adoptPosition(reply, group, name) {
+      if (typeof reply.epoch !== 'string' || typeof reply.offset !== 'number') return;
+      const pos = { epoch: reply.epoch, offset: reply.offset };
+      if (group !== null) this.groupPos.set(group, pos);
+      else this.userPos = Object.assign({ name: name }, pos);
+      if (typeof reply.recovered === 'boolean') {
+        const event = { recovered: reply.recovered, epoch: pos.epoch, offset: pos.offset };
+        if (group !== null) event.group = group;
+        else event.user = name;
+        this.emit('recovery', event);
+      }
+    }
+
+    /**
+     * The positions to keep across an app restart (e.g. in wx.setStorageSync), for
+     * `new Client({positions})`: a restarted app then recovers too.
+     */
+    positions() {
+      const groups = {};
+      this.groupPos.forEach((pos, group) => {
+        groups[group] = { epoch: pos.epoch, offset: pos.offset };
+      });
+      const u = this.userPos;
+      return { user: u ? { name: u.name, epoch: u.epoch, offset: u.offset } : null, groups: groups };
+    }
+
+    restorePositions(saved) {
+      if (!saved || typeof saved !== 'object') return;
+      const valid = (p) => p && typeof p.epoch === 'string' && typeof p.offset === 'number' && p.offset >= 0;
+      const u = saved.user;
+      if (valid(u) && typeof u.name === 'string') this.userPos = { name: u.name, epoch: u.epoch, offset: u.offset };
+      const groups = saved.groups && typeof saved.groups === 'object' ? saved.groups : {};
+      Object.keys(groups).forEach((group) => {
+        if (valid(groups[group])) this.groupPos.set(group, { epoch: groups[group].epoch, offset: groups[group].offset });
+      });
     }
 
     // ---- requests ----------------------------------------------------------------------
@@ -633,6 +698,17 @@
       return this.request(Object.assign({ type: 'history', symbol: symbol }, options));
     }
 
+    /**
+     * The newest messages a group's stream still holds (`limit`, default all), oldest
+     * first: what an app shows after a `recovery` event with `recovered: false`, or at
+     * start. → `{group, epoch, offset, messages}`.
+     */
+    groupHistory(group, options) {
+      const command = { type: 'history', group: group };
+      if (options && options.limit) command.limit = options.limit;
+      return this.request(command);
+    }
+
     ping() {
       return this.request({ type: 'ping' });
     }
@@ -660,6 +736,7 @@
       const same = this.joinInFlight !== null && !rename;
       // The same name again without a token keeps the token it had (for the next rejoin).
       this.token = token || (this.name === name ? this.token : null);
+      if (this.userPos && this.userPos.name !== name) this.userPos = null;
       this.name = name;
       this.joinError = null;
       const done = this.wait(this.joinWaiters, same);
@@ -672,6 +749,8 @@
     sendJoin() {
       const name = this.name;
       const frame = this.token ? { type: 'join', name: name, token: this.token } : { type: 'join', name: name };
+      const pos = this.userPos;
+      if (pos && pos.name === name) frame.since = { epoch: pos.epoch, offset: pos.offset };
       this.arm(this.joinWaiters);
       const id = this.transmit(frame, {
         reply: (msg) => this.joinAnswered(id, name, msg),
@@ -688,6 +767,7 @@
       if (msg.type === 'joined' || (msg.type === 'error' && msg.code === 'already_joined')) {
         // already_joined: an earlier join on this session took (its reply came first).
         if (msg.type !== 'joined') reply = this.joined || { type: 'joined', name: name };
+        else this.adoptPosition(msg, null, name);
         this.joined = reply;
         this.joinError = null;
         this.resync(); // subscriptions refused with not_joined before this join
@@ -738,6 +818,8 @@
 
     sendSubscribe(group, g) {
       const frame = g.presence ? { type: 'subscribe', group: group, presence: true } : { type: 'subscribe', group: group };
+      const pos = this.groupPos.get(group);
+      if (pos) frame.since = { epoch: pos.epoch, offset: pos.offset };
       this.arm(g.waiters);
       const id = this.transmit(frame, {
         reply: (msg) => this.subscribeAnswered(id, group, g, msg),
@@ -755,6 +837,7 @@
         g.subscribed = true;
         g.error = null;
         g.reply = msg;
+        this.adoptPosition(msg, group, null);
       } else if (msg.type === 'error') {
         if (TRANSIENT[msg.code]) {
           this.scheduleResync();
@@ -780,6 +863,7 @@
      */
     unsubscribe(group) {
       const g = this.groups.get(group);
+      this.groupPos.delete(group); // a later subscribe starts afresh
       if (g) {
         this.groups.delete(group);
         this.settle(g.waiters, hubError('cancelled', 'unsubscribed from ' + group));

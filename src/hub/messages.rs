@@ -7,6 +7,7 @@ use bytestring::ByteString;
 
 use crate::auth::Grant;
 use crate::error::CloseReason;
+use crate::history::Position;
 use crate::outbox::Outbox;
 use crate::pool::SessionId;
 use crate::protocol::{Body, RequestId, UsersPage};
@@ -57,6 +58,8 @@ pub struct Join {
     pub classic: bool,
     /// What the session's verified token allows (everything without auth).
     pub grant: Grant,
+    /// Recover the user's direct messages after this position.
+    pub since: Option<Position>,
 }
 
 /// `direct`: to every session of one user.
@@ -85,6 +88,17 @@ pub struct Subscribe {
     pub caller: Caller,
     pub group: String,
     pub presence: bool,
+    /// Recover the group's messages after this position.
+    pub since: Option<Position>,
+}
+
+/// `history` for a group: the newest messages its stream holds.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GroupHistory {
+    pub caller: Caller,
+    pub group: String,
+    pub limit: usize,
 }
 
 /// `unsubscribe`.

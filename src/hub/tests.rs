@@ -86,6 +86,7 @@ impl Client {
             name: name.into(),
             classic,
             grant: Grant::all(),
+            since: None,
         });
     }
 
@@ -99,6 +100,7 @@ impl Client {
             caller: self.caller(None),
             group: group.into(),
             presence,
+            since: None,
         });
         self.next().await
     }
@@ -137,6 +139,7 @@ fn config(max_groups: usize, feeds: Vec<Arc<str>>) -> HubConfig {
         feeds,
         heartbeat: None,
         mailbox: DEFAULT_MAILBOX,
+        recall: Default::default(),
     }
 }
 
@@ -217,9 +220,11 @@ async fn join_replies_and_refuses_twice_and_bad_names() {
     let hub = hub();
     let a = client(&hub, 1).await;
     a.send_join(Some(5), "alice", false);
+    let mut joined = a.one().await;
+    assert!(joined["epoch"].take().is_string());
     assert_eq!(
-        a.one().await,
-        json!({"type":"joined","id":5,"name":"alice","session":1})
+        joined,
+        json!({"type":"joined","id":5,"name":"alice","session":1,"epoch":null,"offset":0})
     );
     assert_eq!(code(&a.join("alice").await), "already_joined");
     let b = client(&hub, 2).await;
@@ -248,6 +253,7 @@ async fn commands_before_join_answer_not_joined() {
         caller: a.caller(Some(3)),
         group: "room".into(),
         presence: false,
+        since: None,
     });
     hub.do_send(Publish {
         caller: a.caller(Some(4)),
@@ -348,9 +354,11 @@ async fn group_messages_reach_members_and_count_deliveries() {
     a.join("a").await;
     b.join("b").await;
     outsider.join("o").await;
+    let mut subscribed = a.subscribe("room", false).await;
+    assert!(subscribed["epoch"].take().is_string());
     assert_eq!(
-        a.subscribe("room", false).await,
-        json!({"type":"subscribed","group":"room","members":1})
+        subscribed,
+        json!({"type":"subscribed","group":"room","members":1,"epoch":null,"offset":0})
     );
     assert_eq!(b.subscribe("room", false).await["members"], 2);
     // Subscribing again is idempotent.

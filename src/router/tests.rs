@@ -43,7 +43,7 @@ impl Rig {
     fn joined(&mut self, id: SessionId, name: &str) {
         self.connect(id);
         self.router
-            .join(id, name, Grant::all(), false, None)
+            .join(id, name, Grant::all(), false, None, None)
             .expect("joins");
         self.events(id);
     }
@@ -65,7 +65,7 @@ impl Rig {
         presence: bool,
     ) -> Result<Outcome, ErrorCode> {
         self.router
-            .subscribe(id, group, presence, None)
+            .subscribe(id, group, presence, None, None)
             .map_err(|e| e.code)
     }
 }
@@ -90,16 +90,20 @@ fn join_confirms_once_and_checks_the_name() {
     r.connect(1);
     let id = RequestId::Int(5);
     r.router
-        .join(1, "alice", Grant::all(), false, Some(&id))
+        .join(1, "alice", Grant::all(), false, Some(&id), None)
         .unwrap();
+    let mut joined = r.events(1);
+    // The position of the user's stream of direct messages: a new one, empty.
+    let epoch = joined[0]["epoch"].take();
+    assert!(epoch.as_str().is_some_and(|e| e.len() == 8), "{epoch}");
     assert_eq!(
-        r.events(1),
-        [json!({"type":"joined","id":5,"name":"alice","session":1})]
+        joined,
+        [json!({"type":"joined","id":5,"name":"alice","session":1,"epoch":null,"offset":0})]
     );
-    let again = r.router.join(1, "alice", Grant::all(), false, None);
+    let again = r.router.join(1, "alice", Grant::all(), false, None, None);
     assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyJoined);
     r.connect(2);
-    let bad = r.router.join(2, " x", Grant::all(), false, None);
+    let bad = r.router.join(2, " x", Grant::all(), false, None, None);
     assert_eq!(bad.unwrap_err().code, ErrorCode::InvalidName);
     assert!(r.events(2).is_empty(), "an error is the caller's to send");
 }
@@ -169,7 +173,7 @@ fn the_senders_message_id_reaches_every_recipient() {
     let mut r = Rig::new();
     r.joined(1, "alice");
     r.joined(2, "bob");
-    r.router.subscribe(2, "room", false, None).unwrap();
+    r.router.subscribe(2, "room", false, None, None).unwrap();
     let raw = body(json!({"text":"hi"}));
     let mid = Some("k3x9-17");
     r.router
@@ -309,7 +313,7 @@ fn market_groups_are_fed_by_the_server_and_watched_anonymously() {
             "c",
         )
         .unwrap();
-    r.router.join(3, "c", limited, false, None).unwrap();
+    r.router.join(3, "c", limited, false, None, None).unwrap();
     assert!(r.subscribe(3, "stock", false).is_ok());
     assert_eq!(r.subscribe(3, "hr", false), Err(ErrorCode::Forbidden));
 }
@@ -360,7 +364,7 @@ fn the_classic_feed_and_classic_logins() {
     // A classic name's groups, except those only the server publishes in.
     r.connect(2);
     r.router
-        .join(2, "sales,stock,vip_dave", Grant::all(), true, None)
+        .join(2, "sales,stock,vip_dave", Grant::all(), true, None, None)
         .unwrap();
     assert!(r.router.pool().group("sales").is_some());
     assert!(r.router.pool().group("vip").is_some());
@@ -414,7 +418,9 @@ fn a_late_join_is_announced_where_anonymous_sessions_may_watch_with_presence() {
     );
     r.subscribe(2, "open.1", false).unwrap();
     assert!(r.events(1).is_empty(), "an anonymous arrival has no name");
-    r.router.join(2, "late", Grant::all(), false, None).unwrap();
+    r.router
+        .join(2, "late", Grant::all(), false, None, None)
+        .unwrap();
     assert_eq!(
         r.events(1),
         [json!({"type":"presence","group":"open.1","event":"join","name":"late"})]
@@ -429,7 +435,9 @@ fn a_slow_consumer_is_cut_off_and_its_departure_announced() {
     r.joined(1, "w");
     r.subscribe(1, "room", true).unwrap();
     r.connect_with_limit(2, 300);
-    r.router.join(2, "slow", Grant::all(), false, None).unwrap();
+    r.router
+        .join(2, "slow", Grant::all(), false, None, None)
+        .unwrap();
     r.subscribe(2, "room", false).unwrap();
     r.events(1);
     let mut refused = 0;
@@ -489,7 +497,7 @@ fn users_are_paged_and_limited_tokens_see_only_their_groups() {
             "ltd",
         )
         .unwrap();
-    r.router.join(99, "ltd", grant, false, None).unwrap();
+    r.router.join(99, "ltd", grant, false, None, None).unwrap();
     let e = r.router.users(99, None, &page(None, 10), None).unwrap_err();
     assert_eq!(e.code, ErrorCode::Forbidden);
     let e = r
@@ -542,5 +550,5 @@ fn kick_closes_every_session_of_a_user_and_nobody_else() {
 
 #[test]
 fn the_market_policy_is_what_the_standard_table_gives_stock() {
-    assert_eq!(Policies::standard().of("stock.600519"), &MARKET);
+    assert_eq!(Policies::standard().of("stock.600519"), MARKET);
 }

@@ -574,3 +574,77 @@ test('verify(): an answered ping resolves true; no answer drops the socket and r
   assert.equal(offline.value, false);
   assert.equal(transport.sockets.length, 3);
 });
+
+test('positions: every resubscribe and rejoin asks to recover from the last offset seen; copies are dropped by offset', async () => {
+  const { client, transport, clock } = setup();
+  const recoveries = [];
+  client.on('recovery', (r) => recoveries.push(r));
+  const got = [];
+  client.on('message', (m) => got.push(m.body));
+  client.join('bob');
+  client.subscribe('room');
+  client.connect();
+  const s1 = transport.current;
+  s1.accept();
+  assert.deepEqual(s1.sent.map((f) => f.since), [undefined, undefined], 'nothing to recover yet');
+  s1.say({ type: 'joined', id: 1, name: 'bob', session: 1, epoch: 'u1', offset: 0 });
+  s1.say({ type: 'subscribed', id: 2, group: 'room', members: 1, epoch: 'g1', offset: 3 });
+  s1.say({ type: 'message', kind: 'group', from: 'a', group: 'room', offset: 4, body: 'four', ts: 1 });
+  s1.say({ type: 'message', kind: 'direct', from: 'a', to: 'bob', offset: 1, body: 'd1', ts: 1 });
+  assert.deepEqual(recoveries, [], 'no recovery was asked for');
+  s1.end(1006);
+  await clock.advance(1000);
+  const s2 = transport.current;
+  s2.accept();
+  assert.deepEqual(s2.sent[0].since, { epoch: 'u1', offset: 1 });
+  assert.deepEqual(s2.sent[1].since, { epoch: 'g1', offset: 4 });
+  // The hub replays what was missed before each reply; an overlap is dropped by offset.
+  s2.say({ type: 'message', kind: 'direct', from: 'a', to: 'bob', offset: 2, body: 'd2', ts: 1 });
+  s2.say({ type: 'joined', id: 3, name: 'bob', session: 2, epoch: 'u1', offset: 2, recovered: true });
+  s2.say({ type: 'message', kind: 'group', from: 'a', group: 'room', offset: 4, body: 'four again', ts: 1 });
+  s2.say({ type: 'message', kind: 'group', from: 'a', group: 'room', offset: 5, body: 'five', ts: 1 });
+  s2.say({ type: 'subscribed', id: 4, group: 'room', members: 1, epoch: 'g1', offset: 5, recovered: true });
+  assert.deepEqual(got, ['four', 'd1', 'd2', 'five']);
+  assert.deepEqual(recoveries, [
+    { recovered: true, epoch: 'u1', offset: 2, user: 'bob' },
+    { recovered: true, epoch: 'g1', offset: 5, group: 'room' },
+  ]);
+  // A hub that lost its history (restart): not recovered; the new epoch is adopted, and
+  // its offsets, which start again from 1, are not taken for copies.
+  s2.end(1001);
+  await clock.advance(1000);
+  const s3 = transport.current;
+  s3.accept();
+  s3.say({ type: 'joined', id: 5, name: 'bob', session: 1, epoch: 'u2', offset: 0, recovered: false });
+  s3.say({ type: 'subscribed', id: 6, group: 'room', members: 1, epoch: 'g2', offset: 0, recovered: false });
+  s3.say({ type: 'message', kind: 'group', from: 'a', group: 'room', offset: 1, body: 'new one', ts: 1 });
+  assert.deepEqual(recoveries.slice(2).map((r) => [r.user || r.group, r.recovered, r.epoch]), [
+    ['bob', false, 'u2'],
+    ['room', false, 'g2'],
+  ]);
+  assert.equal(got[got.length - 1], 'new one');
+  assert.deepEqual(client.positions(), {
+    user: { name: 'bob', epoch: 'u2', offset: 0 },
+    groups: { room: { epoch: 'g2', offset: 1 } },
+  });
+});
+
+test('positions survive an app restart through positions() and the `positions` option; unsubscribe forgets one', async () => {
+  const saved = { user: { name: 'bob', epoch: 'u1', offset: 7 }, groups: { room: { epoch: 'g1', offset: 9 }, bad: { epoch: 3 } } };
+  const { client, transport } = setup({ positions: saved });
+  client.join('bob');
+  client.subscribe('room');
+  client.subscribe('bad');
+  client.connect();
+  transport.current.accept();
+  assert.deepEqual(
+    transport.current.sent.map((f) => f.since),
+    [{ epoch: 'u1', offset: 7 }, { epoch: 'g1', offset: 9 }, undefined]
+  );
+  client.unsubscribe('room');
+  assert.deepEqual(client.positions().groups, {});
+  // Another name does not recover bob's stream.
+  client.join('carol');
+  transport.current.accept();
+  assert.equal(transport.current.of('join')[0].since, undefined);
+});

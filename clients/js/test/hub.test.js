@@ -297,6 +297,10 @@ function lossyTransport(inner) {
     cutOn(match) {
       t.cut = match;
     },
+    /** Makes the network fail now: the connection is lost without a word from the hub. */
+    drop() {
+      t.cut = () => true;
+    },
   };
   return t;
 }
@@ -326,4 +330,44 @@ test('a message whose ack was lost with the connection is sent again with its mi
   assert.equal(copies.length, 2);
   assert.equal(copies[0].mid, copies[1].mid);
   assert.equal(copies[0].from, 'alice');
+});
+
+test('a client whose connection dropped recovers what it missed, once; after a hub restart it is told it cannot', { skip }, async () => {
+  const port = await freePort();
+  let hub = await start({ port });
+  const bobNet = lossyTransport(Wxhub.browserTransport(WebSocket));
+  const bob = await connected(hub.url, { transport: bobNet });
+  await bob.join('bob');
+  await bob.subscribe('room1');
+  const got = [];
+  bob.on('message', (m) => got.push(m.body));
+  const recoveries = [];
+  bob.on('recovery', (r) => recoveries.push([r.user || r.group, r.recovered]));
+  const alice = await connected(hub.url);
+  await alice.join('alice');
+  await alice.publish('room1', 'before');
+  await until(bob, () => got.length === 1, 'the first message');
+  // Bob's network fails on the next frame (alice's next message), which he never sees.
+  bobNet.drop();
+  const lost = nextEvent(bob, 'close');
+  await alice.publish('room1', 'missed 1');
+  await lost;
+  await alice.publish('room1', 'missed 2');
+  const stored = await alice.direct('bob', 'missed direct');
+  assert.deepEqual([stored.delivered, stored.stored], [0, true]);
+  await until(bob, () => recoveries.length === 2, 'both recoveries');
+  assert.deepEqual(recoveries, [['bob', true], ['room1', true]]);
+  await alice.publish('room1', 'live');
+  await until(bob, () => got.includes('live'), 'the live one');
+  assert.deepEqual(got, ['before', 'missed direct', 'missed 1', 'missed 2', 'live']);
+  // The hub restarts: its history is gone, and bob is told so, for both streams.
+  await hub.kill();
+  hub = await start({ port });
+  await until(bob, () => recoveries.length === 4, 'the failed recoveries');
+  assert.deepEqual(recoveries.slice(2), [['bob', false], ['room1', false]]);
+  // The new stream's messages are not taken for copies of the old one's.
+  await alice.publish('room1', 'after the restart');
+  await until(bob, () => got.includes('after the restart'), 'a message on the new stream');
+  const page = await bob.groupHistory('room1');
+  assert.deepEqual(page.messages.map((m) => m.body), ['after the restart']);
 });
