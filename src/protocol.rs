@@ -637,7 +637,14 @@ pub fn encode_group_history(
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> ByteString {
     match serde_json::to_string(value) {
-        Ok(s) => ByteString::from(s),
+        Ok(mut s) => {
+            // serde_json grows its buffer by doubling: up to half of it may be slack,
+            // which a frame kept in history or a slow client's queue would carry along.
+            if s.capacity() > s.len() + s.len() / 8 {
+                s.shrink_to_fit();
+            }
+            ByteString::from(s)
+        }
         // Our event types hold only strings, numbers and `Value`s, which always serialize;
         // should that ever change, the client gets a well-formed error instead of a panic.
         Err(e) => {
