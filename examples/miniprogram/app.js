@@ -2,7 +2,8 @@
 //
 // utils/wxhub.js is a byte-identical copy of clients/js/wxhub.js, the client library
 // (test/wxhub-copy.test.js checks it): reconnects, the join and the groups replayed on
-// every connection, the offline queue, messages sent again until acknowledged.
+// every connection, the offline queue, messages sent again until acknowledged, and the
+// stream positions it sends back as `since` so that the hub replays what was missed.
 const config = require('./config.js');
 const Wxhub = require('./utils/wxhub.js');
 
@@ -17,6 +18,11 @@ const OPTIONS = [
   'maxQueue',
 ];
 
+// Storage key of hub.positions(): the last message seen in each stream (the room, our own
+// direct messages). WeChat may kill an app in the background without a word; launched
+// again, the client starts from these and the hub replays what came meanwhile.
+const POSITIONS_KEY = 'wxhub.positions';
+
 App({
   hub: null,
   hidden: false,
@@ -26,7 +32,15 @@ App({
     OPTIONS.forEach((key) => {
       if (config[key] !== undefined) options[key] = config[key];
     });
+    const saved = wx.getStorageSync(POSITIONS_KEY); // '' when never saved
+    if (saved && typeof saved === 'object') options.positions = saved;
     this.hub = new Wxhub.Client(options);
+    // A recovery moves the positions (after a hub restart, to a new epoch): saved at once,
+    // so that a launch after a kill does not ask again from the old epoch. Not while
+    // hidden: what arrives then has not been seen, and is replayed at the next launch.
+    this.hub.on('recovery', () => {
+      if (!this.hidden) this.savePositions();
+    });
     // Connect at launch so the first page finds the socket open, or nearly.
     this.hub.connect();
   },
@@ -43,5 +57,16 @@ App({
 
   onHide() {
     this.hidden = true;
+    // The last chance: WeChat may end a backgrounded app without calling anything else.
+    this.savePositions();
+  },
+
+  savePositions() {
+    if (!this.hub) return;
+    try {
+      wx.setStorageSync(POSITIONS_KEY, this.hub.positions());
+    } catch (err) {
+      console.warn('wxhub: positions not saved', err); // a full storage costs a replay, no more
+    }
   },
 });

@@ -2,7 +2,8 @@
 // Two instances of the example mini-program chat through a real hub: joining (typed, and
 // from storage), the room's member list, direct / room / broadcast messages shown at once
 // as pending and then delivered, an error shown in Chinese, a failed message sent again by
-// its retry action, and leaving the page.
+// its retry action, a direct message the hub keeps for a user who just left, and leaving
+// the page.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -35,6 +36,7 @@ test('two mini-programs join, see each other and exchange messages', async (t) =
     alice.close();
     bob.close();
   });
+  const appListeners = listeners(bob.app.hub); // the app's own, before any page
 
   const a = alice.openPage(CHAT);
   const b = bob.openPage(CHAT);
@@ -133,7 +135,7 @@ test('two mini-programs join, see each other and exchange messages', async (t) =
   // Bob leaves the page: his listeners go, he leaves the room, alice sees it.
   const hubOfBob = bob.app.hub;
   bob.closePage(b);
-  assert.equal(listeners(hubOfBob), 0, 'the page removed its listeners in onUnload');
+  assert.equal(listeners(hubOfBob), appListeners, 'the page removed its listeners in onUnload');
   await waitFor(() => JSON.stringify(a.data.users) === '["alice"]', {
     what: 'bob to leave alice’s member list',
     detail: () => a.data.users,
@@ -192,7 +194,7 @@ test('a message that failed stays in the list, marked failed; its retry delivers
   const a = alice.openPage(CHAT);
   await waitFor(() => a.data.joined, { what: 'alice2 to join', detail: () => a.data });
 
-  // Bob is not online: the hub answers not_found.
+  // Bob2 was never seen by this hub: it answers not_found.
   a.onModeChange(input('direct'));
   a.onToInput(input('bob2'));
   a.onTextInput(input('are you there?'));
@@ -224,16 +226,63 @@ test('a message that failed stays in the list, marked failed; its retry delivers
   assert.equal(got.mid, failed.mid, 'the same message id');
   assert.equal(lines(a, 'are you there?').length, 1, 'one line, not a second copy');
 
-  // Sending the same text from the input after a failure is that retry too, not a second message.
-  bob.close();
-  await waitFor(() => !a.data.users.includes('bob2'), { what: 'bob2 gone', detail: () => a.data.users });
+  // Sending the same text from the input after a failure is that retry too, not a second
+  // message. (To a name never seen: bob2, seen lately, would have it kept for him.)
+  a.onToInput(input('bob3'));
   a.onTextInput(input('still there?'));
   a.onSend();
   await waitFor(() => hasMessage(a, { text: 'still there?', status: 'failed' }), { what: 'the second failure' });
   const second = a.data.messages.find((m) => m.text === 'still there?');
+  assert.equal(second.error, 'bob3 不在线');
   const count = a.data.messages.length;
   a.onSend(); // the text was put back in the input
   assert.equal(a.data.messages.length, count, 'no new line');
   assert.ok(hasMessage(a, { key: second.key, mid: second.mid, status: 'pending' }));
-  await waitFor(() => hasMessage(a, { key: second.key, status: 'failed' }), { what: 'failed again: bob2 is away' });
+  await waitFor(() => hasMessage(a, { key: second.key, status: 'failed' }), { what: 'failed again: bob3 is unknown' });
+});
+
+test('a direct message to someone who just left is kept by the hub: marked so, and delivered when he is back', async (t) => {
+  const carl = launch({ config: { hubUrl: hub.url }, storage: { 'chat.name': 'carl' } });
+  let dave = launch({ config: { hubUrl: hub.url }, storage: { 'chat.name': 'dave' } });
+  t.after(() => {
+    carl.close();
+    dave.close();
+  });
+  const c = carl.openPage(CHAT);
+  dave.openPage(CHAT);
+  await waitFor(() => c.data.users.includes('dave'), { what: 'dave in the room', detail: () => c.data.users });
+
+  // Dave goes to the background (the app saves where it is) and WeChat ends it.
+  dave.hide();
+  const saved = dave.wx.storage.get('wxhub.positions');
+  assert.equal(saved.user.name, 'dave', 'the positions are saved on onHide');
+  dave.close();
+  await waitFor(() => !c.data.users.includes('dave'), { what: 'dave gone', detail: () => c.data.users });
+
+  c.onPickUser({ currentTarget: { dataset: { name: 'dave' } } });
+  c.onTextInput(input('call me when you are back'));
+  c.onSend();
+  await waitFor(() => hasMessage(c, { text: 'call me when you are back', status: 'stored' }), {
+    what: 'the line marked stored',
+    detail: () => c.data.messages,
+  });
+  const line = lines(c, 'call me when you are back')[0];
+  assert.equal(line.statusText, '对方离线，已保存，上线后送达');
+  assert.deepEqual(carl.wx.toasts, [], 'kept is not an error');
+  assert.equal(c.data.text, '', 'nothing put back in the input');
+
+  // Dave is launched again, from what he saved: the hub hands him the message, once.
+  dave = launch({ config: { hubUrl: hub.url }, storage: { 'chat.name': 'dave', 'wxhub.positions': saved } });
+  const d = dave.openPage(CHAT);
+  await waitFor(() => lines(d, 'call me when you are back').length === 1, {
+    what: 'dave to get the kept message',
+    detail: () => d.data.messages,
+  });
+  assert.equal(lines(d, 'call me when you are back')[0].mid, line.mid);
+  // Once: a message sent after it comes after any second copy would have.
+  c.onTextInput(input('welcome back'));
+  c.onSend();
+  await waitFor(() => lines(d, 'welcome back').length === 1, { what: 'the next message', detail: () => d.data.messages });
+  await waitFor(() => hasMessage(c, { text: 'welcome back', statusText: '已送达 1' }), { what: 'delivered to dave' });
+  assert.equal(lines(d, 'call me when you are back').length, 1);
 });

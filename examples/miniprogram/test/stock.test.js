@@ -41,6 +41,7 @@ test('the stock page shows the snapshot, then ticks, and charts history then quo
   // Every quote up to here is in the past for the next page: only `history` can show it.
   const past = early.data.lastTick;
   const mp = launch({ config: { hubUrl: hub.url } });
+  const appListeners = listeners(mp.app.hub); // the app's own, before any page
   t.after(() => mp.close());
 
   const page = mp.openPage(STOCK);
@@ -114,7 +115,7 @@ test('the stock page shows the snapshot, then ticks, and charts history then quo
 
   // Leaving the page ends its subscriptions and listeners.
   mp.closePage(page);
-  assert.equal(listeners(mp.app.hub), 0);
+  assert.equal(listeners(mp.app.hub), appListeners, 'the page removed its listeners');
   assert.deepEqual(groups(mp.app.hub), []);
 });
 

@@ -8,12 +8,22 @@
 // A message typed is in the list at once, marked 发送中…; the hub's ack marks it 已送达 N
 // (N: the sessions other than ours that took it). One that definitively failed stays,
 // marked 发送失败，点击重试: a tap sends it again with the same message id (mid), so nobody
-// gets it twice.
+// gets it twice. A direct message to someone offline but seen lately is kept by the hub
+// (ack `stored`): marked 对方离线，已保存，上线后送达.
+//
+// Nothing missed, nothing twice: the library replays what came while the connection was
+// down (the room, our direct messages) and drops copies. The page adds the room's recent
+// messages from the hub's history when it first enters the room (an app WeChat restarted
+// is not empty), and again after a `recovery` that could not replay everything (a hub
+// restart, too long away), with a notice line. Room lines keep their stream position
+// (epoch, offset), so that a message from the history already shown is not added again.
 const config = require('../../config.js');
 const { errorText, showError } = require('../../utils/errors.js');
 
 const NAME_KEY = 'chat.name'; // storage key of the name last joined with
 const MAX_MESSAGES = 100; // older messages are dropped from the page
+const HISTORY_LIMIT = 50; // room messages loaded from the hub's history at a time
+const NOT_RECOVERED = '部分消息无法恢复，已重新加载';
 
 const CONNECTION_TEXT = {
   idle: '未连接',
@@ -29,9 +39,14 @@ const SEND_STATUS = {
   failed: '发送失败，点击重试',
 };
 
-/** `delivered` counts the sessions other than the sender's own (docs/PROTOCOL.md). */
-function deliveredText(n) {
-  return '已送达 ' + n;
+/**
+ * `delivered` counts the sessions other than the sender's own (docs/PROTOCOL.md).
+ * `stored`: a direct message to a user offline now but seen lately, kept by the hub and
+ * delivered when that user comes back.
+ */
+function deliveredText(ack) {
+  if (ack.stored) return '对方离线，已保存，上线后送达';
+  return '已送达 ' + ack.delivered;
 }
 
 // Errors that end a request without the need to tell the user: the identity (status bar)
@@ -74,6 +89,8 @@ Page({
   onLoad() {
     this.hub = getApp().hub;
     this.seq = 0;
+    this.historyLoaded = false; // the room's history was asked for (or is being)
+    this.historyInFlight = false;
     this.offs = [
       this.hub.on('state', () => this.showStatus()),
       this.hub.on('identity', () => this.showStatus()),
@@ -88,7 +105,19 @@ Page({
       // Also fires when the library subscribes again after a reconnect: the member list
       // of the new session is then fetched afresh.
       this.hub.on('subscribed', (s) => {
-        if (s.group === this.data.room) this.refreshUsers();
+        if (s.group !== this.data.room) return;
+        this.refreshUsers();
+        // The first time in the room: its recent messages, so that an app WeChat
+        // restarted does not start empty. (A `recovery` just before may have loaded them.)
+        if (!this.historyLoaded) this.loadHistory();
+      }),
+      // A rejoin or resubscribe whose missed messages could not all be replayed: the hub
+      // restarted, or we were away too long. Said once, and the room reloaded.
+      this.hub.on('recovery', (r) => {
+        if (r.recovered) return;
+        if (r.group !== undefined && r.group !== this.data.room) return;
+        this.notice(NOT_RECOVERED);
+        this.loadHistory();
       }),
     ];
     const kept = this.hub.identity().name;
@@ -267,7 +296,12 @@ Page({
     else if (line.kind === 'group') sent = this.hub.publish(line.group, body, options);
     else sent = this.hub.broadcast(body, options);
     sent.then(
-      (ack) => this.updateLine(line.mid, { status: 'delivered', statusText: deliveredText(ack.delivered), error: '' }),
+      (ack) =>
+        this.updateLine(line.mid, {
+          status: ack.stored ? 'stored' : 'delivered',
+          statusText: deliveredText(ack),
+          error: '',
+        }),
       (err) => this.sendFailed(line, err)
     );
   },
@@ -287,8 +321,14 @@ Page({
     // Room and broadcast messages (and direct ones to ourselves) come back to the sender:
     // the copy of a line already shown is not shown twice.
     if (m.from === this.data.me && this.ownLineOf(m) >= 0) return;
+    this.appendLine(this.lineOf(m, this.roomEpoch()));
+  },
+
+  /** A received message as a line; a room line keeps its place in the room's stream. */
+  lineOf(m, epoch) {
     this.seq += 1;
-    this.appendLine({
+    const inRoom = m.kind === 'group' && m.group === this.data.room && typeof m.offset === 'number';
+    return {
       key: 'm' + this.seq,
       mid: m.mid || '',
       kind: m.kind,
@@ -301,7 +341,97 @@ Page({
       status: '',
       statusText: '',
       error: '',
+      epoch: inRoom ? epoch : '',
+      offset: inRoom ? m.offset : -1,
+    };
+  },
+
+  /**
+   * The epoch of the room's stream as the library knows it now: that of the messages
+   * arriving (a replay comes before its `subscribed`, in the epoch asked for).
+   */
+  roomEpoch() {
+    const pos = this.hub.positions().groups[this.data.room];
+    return pos ? pos.epoch : '';
+  },
+
+  /** A line of the page's own, in the list: said once until something else is shown. */
+  notice(text) {
+    const list = this.data.messages;
+    const last = list[list.length - 1];
+    if (last && last.kind === 'notice' && last.text === text) return;
+    this.seq += 1;
+    this.appendLine({
+      key: 'n' + this.seq,
+      mid: '',
+      kind: 'notice',
+      from: '',
+      to: '',
+      group: '',
+      text,
+      time: clock(Date.now()),
+      mine: false,
+      status: '',
+      statusText: '',
+      error: '',
+      epoch: '',
+      offset: -1,
     });
+  },
+
+  /**
+   * Asks the hub for the room's recent messages and adds those not shown yet. One request
+   * at a time: one asked for on this connection already sees what a second would. If it
+   * fails (the connection dropped), the next `subscribed` asks again.
+   */
+  loadHistory() {
+    this.historyLoaded = true;
+    if (this.historyInFlight) return;
+    this.historyInFlight = true;
+    const room = this.data.room;
+    this.hub.groupHistory(room, { limit: HISTORY_LIMIT }).then(
+      (page) => {
+        this.historyInFlight = false;
+        if (page.group === room) this.mergeHistory(page.epoch, page.messages || []);
+      },
+      (err) => {
+        this.historyInFlight = false;
+        this.historyLoaded = false;
+        if (!QUIET[err.code] && err.code !== 'closed') console.warn('wxhub: history', err.code, err.message);
+      }
+    );
+  },
+
+  /**
+   * Adds the room's messages of `epoch` not already in the list, each in its place by
+   * offset among the room's lines of that epoch (after them when it is the newest). Known
+   * lines: the same (epoch, offset), or the same (from, mid), e.g. our own line whose copy
+   * from the hub has not come back yet.
+   */
+  mergeHistory(epoch, messages) {
+    const room = this.data.room;
+    const list = this.data.messages.slice();
+    const atOffset = {};
+    const byMid = {};
+    list.forEach((l) => {
+      if (l.kind === 'group' && l.group === room && l.epoch === epoch && l.offset >= 0) atOffset[l.offset] = true;
+      if (l.mid) byMid[l.from + '\n' + l.mid] = true;
+    });
+    const fresh = messages
+      .filter((m) => m.kind === 'group' && m.group === room && typeof m.offset === 'number')
+      .filter((m) => !atOffset[m.offset] && !(m.mid && byMid[m.from + '\n' + m.mid]))
+      .sort((x, y) => x.offset - y.offset);
+    if (!fresh.length) return;
+    fresh.forEach((m) => {
+      const line = this.lineOf(m, epoch);
+      let at = list.findIndex(
+        (l) => l.kind === 'group' && l.group === room && l.epoch === epoch && l.offset > m.offset
+      );
+      if (at < 0) at = list.length;
+      list.splice(at, 0, line);
+    });
+    const kept = list.length > MAX_MESSAGES ? list.slice(list.length - MAX_MESSAGES) : list;
+    this.setData({ messages: kept, lastKey: kept[kept.length - 1].key });
   },
 
   /**
@@ -324,6 +454,11 @@ Page({
     if (at >= 0 && !list[at].echoed) {
       const patch = {};
       patch['messages[' + at + '].echoed'] = true;
+      // Our room line takes its place in the room's stream, as a received one would.
+      if (m.kind === 'group' && m.group === this.data.room && typeof m.offset === 'number') {
+        patch['messages[' + at + '].epoch'] = this.roomEpoch();
+        patch['messages[' + at + '].offset'] = m.offset;
+      }
       this.setData(patch);
     }
     return at;
