@@ -138,6 +138,11 @@ pub trait History: Send {
     /// ttl. Creates it if missing.
     fn touch(&mut self, key: &StreamKey, now: u64);
 
+    /// The stream has no live member (a group's last member left, a user's last session,
+    /// or it was written to while nobody was there): it is dormant from `now`. When there
+    /// are too many dormant streams, the one dormant longest goes first, with its messages.
+    fn release(&mut self, key: &StreamKey, now: u64);
+
     /// Whether the stream exists and was touched within `within` before `now`.
     fn seen_within(&self, key: &StreamKey, within: Duration, now: u64) -> bool;
 

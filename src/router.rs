@@ -576,6 +576,7 @@ impl Router {
                     })
                 });
         let Some(members) = self.pool.group(group) else {
+            self.recall.history.release(&StreamKey::group(group), now);
             return Ok(Outcome::default());
         };
         let delivered = deliver(
@@ -726,6 +727,9 @@ impl Router {
         let now = (self.recall.clock)();
         let key = StreamKey::group(group);
         let (frames, position) = self.recall.history.latest(&key, limit, now);
+        if self.pool.group(group).is_none() {
+            self.recall.history.release(&key, now);
+        }
         // Cut to what the outbox takes, newest kept: a reply the session would be closed for helps nobody.
         let mut budget = self.recall.max_replay_bytes;
         let keep = frames
@@ -798,14 +802,17 @@ impl Router {
             log::info!("session {id} closed: slow consumer");
             self.slow_consumers += 1;
         }
-        if let Some(name) = &entry.name {
+        let name = entry.name.clone();
+        let changes = self.pool.disconnect(id);
+        if let Some(name) = name {
             // The user was seen until now: direct messages are stored for it for a while.
             let now = (self.recall.clock)();
-            self.recall
-                .history
-                .touch(&StreamKey::User(name.clone()), now);
+            let key = StreamKey::User(name.clone());
+            self.recall.history.touch(&key, now);
+            if self.pool.user_outboxes(&name).is_none() {
+                self.recall.history.release(&key, now);
+            }
         }
-        let changes = self.pool.disconnect(id);
         self.announce(changes, outcome);
     }
 
@@ -828,6 +835,13 @@ impl Router {
                         &mut self.unreachable,
                     );
                 }
+            }
+            if change.last && !self.feeds.contains(&change.group) {
+                // Its stream outlives it for those away, as a dormant one.
+                let now = (self.recall.clock)();
+                self.recall
+                    .history
+                    .release(&StreamKey::Group(change.group.clone()), now);
             }
             if (change.first || change.last) && self.feeds.contains(&change.group) {
                 self.demand.push(Demand {

@@ -6,6 +6,12 @@
 //! in the order they were appended: when the bytes kept pass the limit, the oldest
 //! message of the whole hub goes first, which is always the oldest of its own stream. So
 //! memory is bounded by the limit however many groups there are.
+//!
+//! Streams cost memory too (their position, about 250 bytes), and a client can make many
+//! (publishing to, or subscribing to and leaving, new groups). The live ones are bounded by
+//! the pool's limits; the dormant ones ([`History::release`]) are listed in the order they
+//! went dormant, and past a number derived from the limit, the one dormant longest is
+//! forgotten, with its messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -33,7 +39,8 @@ struct Stream {
     top: u64,
     entries: VecDeque<Entry>,
     retention: Retention,
-    /// Last append or touch: an empty stream is forgotten this long after it.
+    /// Last append or use (position, since, latest, touch): an empty stream is forgotten
+    /// this long after it, and a dormant one used since it went dormant is not.
     active: u64,
     /// Last touch: whether its user was seen lately.
     touched: u64,
@@ -52,6 +59,10 @@ pub struct MemoryHistory {
     bytes: usize,
     messages: usize,
     limit_bytes: usize,
+    /// Streams that went dormant, and when, oldest first (records of streams used since
+    /// are skipped when they come up).
+    dormant: VecDeque<(StreamKey, u64)>,
+    max_dormant: usize,
     /// How long an empty stream nobody uses is kept (its epoch and offset), so that a
     /// client back within this time learns it missed nothing.
     keep_idle: u64,
@@ -67,19 +78,43 @@ impl MemoryHistory {
             bytes: 0,
             messages: 0,
             limit_bytes,
+            dormant: VecDeque::new(),
+            // One dormant stream per KiB of the limit (64k for 64 MiB: ~16 MB of positions).
+            max_dormant: (limit_bytes / 1024).max(1024),
             keep_idle: keep_idle.as_millis().min(u64::MAX as u128) as u64,
         }
     }
 
+    /// The stream, created if missing, marked as used at `now`.
     fn stream(&mut self, key: &StreamKey, now: u64) -> &mut Stream {
-        self.streams.entry(key.clone()).or_insert_with(|| Stream {
+        let s = self.streams.entry(key.clone()).or_insert_with(|| Stream {
             epoch: new_epoch(),
             top: 0,
             entries: VecDeque::new(),
             retention: Retention::NONE,
             active: now,
             touched: now,
-        })
+        });
+        s.active = s.active.max(now);
+        s
+    }
+
+    /// Forgets dormant streams, oldest first, while there are too many.
+    fn forget_dormant(&mut self) {
+        while self.dormant.len() > self.max_dormant {
+            let Some((key, at)) = self.dormant.pop_front() else {
+                break;
+            };
+            let unused = self.streams.get(&key).is_some_and(|s| s.active <= at);
+            if unused {
+                if let Some(s) = self.streams.remove(&key) {
+                    for gone in s.entries {
+                        self.bytes -= Self::cost(&gone.frame);
+                        self.messages -= 1;
+                    }
+                }
+            }
+        }
     }
 
     /// The cost of a kept frame against the limit.
@@ -155,7 +190,6 @@ impl History for MemoryHistory {
         let (mut bytes, mut messages) = (self.bytes, self.messages);
         let s = self.stream(key, now);
         s.top += 1;
-        s.active = now;
         s.retention = retention;
         let offset = s.top;
         let frame = encode(offset);
@@ -247,9 +281,14 @@ impl History for MemoryHistory {
     }
 
     fn touch(&mut self, key: &StreamKey, now: u64) {
-        let s = self.stream(key, now);
-        s.touched = now;
-        s.active = s.active.max(now);
+        self.stream(key, now).touched = now;
+    }
+
+    fn release(&mut self, key: &StreamKey, now: u64) {
+        if let Some((key, _)) = self.streams.get_key_value(key) {
+            self.dormant.push_back((key.clone(), now));
+            self.forget_dormant();
+        }
     }
 
     fn seen_within(&self, key: &StreamKey, within: Duration, now: u64) -> bool {
@@ -269,6 +308,12 @@ impl History for MemoryHistory {
         (self.bytes, self.messages) = (bytes, messages);
         if self.streams.capacity() > 4 * self.streams.len().max(64) {
             self.streams.shrink_to_fit();
+        }
+        // Records of streams gone or used since they went dormant.
+        if self.dormant.len() > 2 * self.streams.len() + 1024 {
+            let streams = &self.streams;
+            self.dormant
+                .retain(|(k, at)| streams.get(k).is_some_and(|s| s.active <= *at));
         }
         self.compact();
     }
@@ -333,6 +378,42 @@ mod tests {
             20,
         );
         assert_eq!(lost, Recovery::Lost);
+    }
+
+    #[test]
+    fn dormant_streams_past_the_bound_are_forgotten_oldest_first() {
+        // A 1 MiB limit keeps at most 1024 dormant streams.
+        let mut h = MemoryHistory::new(1 << 20, Duration::from_secs(300));
+        let keep = Retention {
+            size: 10,
+            ttl: Duration::from_secs(300),
+        };
+        let used = StreamKey::group("used");
+        h.append(&used, keep, 0, &mut |_| frame(10));
+        h.release(&used, 0);
+        for g in 0..5000u64 {
+            let key = StreamKey::group(&format!("g{g}"));
+            h.append(&key, keep, g + 1, &mut |_| frame(10));
+            h.release(&key, g + 1);
+            if g == 10 {
+                h.position(&used, g + 1); // used again after going dormant: kept
+            }
+        }
+        let stats = h.stats();
+        assert!(stats.streams <= 1024 + 2, "{stats:?}");
+        assert_eq!(
+            stats.messages, stats.streams,
+            "each forgotten with its message"
+        );
+        assert!(h.streams.contains_key(&used));
+        assert!(
+            h.streams.contains_key(&StreamKey::group("g4999")),
+            "the newest stay"
+        );
+        assert!(
+            !h.streams.contains_key(&StreamKey::group("g11")),
+            "the oldest go"
+        );
     }
 
     #[test]

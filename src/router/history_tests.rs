@@ -320,3 +320,35 @@ fn the_sweep_keeps_the_streams_of_live_groups_and_users() {
     let got = r.subscribe(2, "room", Some(&at));
     assert_eq!(got[0]["recovered"], false, "forgotten: a new epoch");
 }
+
+#[test]
+fn publishing_to_ever_new_groups_keeps_a_bounded_number_of_streams() {
+    let mut r = Rig::new();
+    r.join(1, "alice", None);
+    // A small limit: 1 MiB of messages, so at most 1024 dormant streams.
+    r.router.recall.history = Box::new(MemoryHistory::new(1 << 20, KEEP.ttl));
+    for g in 0..5000 {
+        r.publish(1, &format!("spam.{g}"), "x");
+        advance(1);
+    }
+    let streams = r.router.stats().history.streams;
+    assert!(streams <= 1024 + 1, "{streams} streams");
+    // A group whose member left is dormant too, and goes after the newer ones arrive.
+    r.subscribe(1, "room", None);
+    r.publish(1, "room", "kept a while");
+    r.router.unsubscribe(1, "room", None).unwrap();
+    for g in 0..2000 {
+        r.publish(1, &format!("more.{g}"), "x");
+        advance(1);
+    }
+    let (_, pos) = r.router.recall.history.since(
+        &StreamKey::group("room"),
+        &Position {
+            epoch: "x".into(),
+            offset: 0,
+        },
+        10,
+        clock(),
+    );
+    assert_eq!(pos.offset, 0, "forgotten (it was at 1), made afresh");
+}
