@@ -3,7 +3,9 @@
 //   cd tests/browser && npm ci && npm test
 //
 // Env: WXHUB_BIN (default <repo>/target/debug/wxhub), CHROMIUM_BIN (default
-// /usr/bin/chromium, Debian's package). Screenshots go to <repo>/target/browser-screenshots/.
+// /usr/bin/chromium, Debian's package), WXHUB_PAGE (optional: a file served at / instead of
+// the page compiled into the hub, to try a page edit, or a broken copy, without a rebuild).
+// Screenshots go to <repo>/target/browser-screenshots/.
 //
 // Every wait is for a DOM state or a process event, with a timeout; nothing sleeps.
 
@@ -11,7 +13,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +23,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
 const HUB_BIN = path.resolve(repo, process.env.WXHUB_BIN || path.join('target', 'debug', 'wxhub'));
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const PAGE_FILE = process.env.WXHUB_PAGE ? path.resolve(process.env.WXHUB_PAGE) : null;
 const SHOTS = path.join(repo, 'target', 'browser-screenshots');
 
 const DESKTOP = { width: 1280, height: 860 };
@@ -120,7 +123,9 @@ before(async () => {
     browser = await chromium.launch({
       executablePath: CHROMIUM_BIN,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        // A page served by the test (WXHUB_PAGE) counts as public: let it reach the local hub.
+        ...(PAGE_FILE ? ['--disable-features=LocalNetworkAccessChecks'] : [])],
     });
   } catch (e) {
     throw new Error(`cannot start Chromium at ${CHROMIUM_BIN} (apt-get install -y chromium, or set CHROMIUM_BIN)`, { cause: e });
@@ -139,6 +144,10 @@ after(async () => {
  */
 async function openDemo(label, viewport = DESKTOP, query = '', server = hub, setup = null) {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+  if (PAGE_FILE) {
+    await context.route((url) => url.pathname === '/', (route) =>
+      route.fulfill({ contentType: 'text/html; charset=utf-8', body: readFileSync(PAGE_FILE) }));
+  }
   if (setup) await setup(context);
   const page = await context.newPage();
   page.label = label;
@@ -600,4 +609,232 @@ scenario('a socket that dies before the ack: the message stays pending, goes aga
   assert.equal(await received(bob, 'direct', 'eve', text).count(), 1, 'shown once');
   assert.equal(await eve.locator('#log li', { hasText: text }).count(), 1);
   await shot(eve, 'resent-eve-desktop');
+});
+
+/* ------------------------------------------------------------------------------------
+ * History and recovery (#19): what a page missed while away, and a room's recent messages
+ * ---------------------------------------------------------------------------------- */
+
+/**
+ * Routes a page's WebSocket through links the test holds. `cut(link)` ends the hub's side
+ * only: the hub drops the session (the user is away) while the page, hearing nothing,
+ * still believes itself connected. `link.ws.close()` then tells the page, which reconnects
+ * through a new link. `hold(match)` keeps the page's commands that match from the hub
+ * until `release()`; the others go on.
+ */
+function relay() {
+  const links = [];
+  const held = [];
+  let holding = null;
+  let onHeld = null;
+  const setup = (context) => context.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    const link = { ws, server, dead: false, sent: [], received: [] };
+    links.push(link);
+    ws.onMessage((text) => {
+      const command = JSON.parse(text);
+      link.sent.push(command);
+      if (holding && holding(command)) {
+        held.push(() => server.send(text));
+        onHeld?.(command);
+      }
+      else if (!link.dead) server.send(text);
+    });
+    server.onMessage((text) => {
+      link.received.push(JSON.parse(text));
+      if (!link.dead) ws.send(text);
+    });
+    // A close is passed on only while the link is alive: a cut stays silent to the page.
+    ws.onClose((code, reason) => { server.close({ code, reason }).catch(() => {}); });
+    server.onClose((code, reason) => { if (!link.dead) ws.close({ code, reason }).catch(() => {}); });
+  });
+  const last = () => links[links.length - 1];
+  const cut = async (link) => {
+    link.dead = true;
+    await link.server.close();
+  };
+  /** Holds the commands that `match` from now on; resolves with the first one held. */
+  const hold = (match, timeout = WAIT) => new Promise((resolve, reject) => {
+    holding = match;
+    const timer = setTimeout(() => reject(new Error(`no command to hold in ${timeout} ms`)), timeout);
+    onHeld = (command) => {
+      onHeld = null;
+      clearTimeout(timer);
+      resolve(command);
+    };
+  });
+  const release = () => {
+    holding = null;
+    for (const send of held.splice(0)) send();
+  };
+  return { links, held, setup, last, cut, hold, release };
+}
+
+async function subscribe(page, group) {
+  await page.fill('#group-input', group);
+  await page.click('#subscribe-btn');
+  await page.waitForSelector(`#groups li[data-group="${group}"][data-state="subscribed"]`, { timeout: WAIT });
+}
+
+/** The texts of the group messages of `group` the log shows, top to bottom. */
+const groupLines = (page, group) => page.$$eval('#log li[data-kind="group"]', (lis, tag) =>
+  lis.filter((li) => li.querySelector('.tag').textContent === tag).map((li) => li.querySelector('.text').textContent),
+`#${group}`);
+
+/** Waits until the log shows exactly `want` as the group's messages, in order. */
+async function waitLines(page, group, want) {
+  try {
+    await page.waitForFunction(([tag, expected]) => JSON.stringify([...document.querySelectorAll('#log li[data-kind="group"]')]
+      .filter((li) => li.querySelector('.tag').textContent === tag)
+      .map((li) => li.querySelector('.text').textContent)) === expected,
+    [`#${group}`, JSON.stringify(want)], { timeout: WAIT });
+  } catch (e) {
+    const shown = await groupLines(page, group);
+    throw new Error(`${page.label}: #${group} shows ${JSON.stringify(shown)}, expected ${JSON.stringify(want)}`, { cause: e });
+  }
+}
+
+scenario('a lost socket (the hub stays up): what was published meanwhile appears once, in order', async (track) => {
+  const net = relay();
+  const ida = track(await openDemo('ida', DESKTOP, '', hub, net.setup));
+  const jon = track(await openDemo('jon'));
+  await join(ida, 'ida');
+  await join(jon, 'jon');
+  await subscribe(ida, 'den');
+  await waitUsers(jon, ['ida', 'jon']);
+  await send(jon, 'group', 'den', 'before');
+  await waitLines(ida, 'den', ['before']);
+
+  // ida's socket dies on the hub's side; the page does not know yet.
+  const first = net.last();
+  await net.cut(first);
+  await waitUsers(jon, ['jon']); // the hub has dropped ida's session
+  for (const line of ['missed 1', 'missed 2', 'missed 3']) {
+    await send(jon, 'group', 'den', line);
+    await delivery(jon, line).filter({ hasText: 'delivered to 0' }).waitFor({ timeout: WAIT });
+  }
+  assert.deepEqual(await groupLines(ida, 'den'), ['before']);
+
+  // The page hears of it and reconnects: its rejoin and resubscribe ask for what it missed.
+  await first.ws.close({ code: 1001, reason: 'test' });
+  await waitLines(ida, 'den', ['before', 'missed 1', 'missed 2', 'missed 3']);
+  await send(jon, 'group', 'den', 'after');
+  await waitLines(ida, 'den', ['before', 'missed 1', 'missed 2', 'missed 3', 'after']);
+
+  const again = net.last();
+  assert.notEqual(again, first, 'a new connection');
+  const resubscribe = again.sent.find((c) => c.type === 'subscribe' && c.group === 'den');
+  assert.ok(resubscribe.since, 'the resubscribe asks to recover');
+  const subscribed = again.received.find((ev) => ev.type === 'subscribed' && ev.group === 'den');
+  assert.equal(subscribed.recovered, true);
+  assert.equal(await ida.locator('#log li[data-kind="recovery"]').count(), 0, 'no "not recovered" notice');
+  await shot(ida, 'recovered-ida-desktop');
+});
+
+scenario('after a hub restart the page says what it could not recover and reloads what the hub holds', async (track) => {
+  const kay = track(await openDemo('kay'));
+  const lee = track(await openDemo('lee'));
+  await join(kay, 'kay');
+  await join(lee, 'lee');
+  await subscribe(kay, 'yard');
+  await send(lee, 'group', 'yard', 'old news');
+  await waitLines(kay, 'yard', ['old news']);
+
+  await hub.kill();
+  await waitState(kay, 'reconnecting');
+  // kay stays away until lee has written on the new hub.
+  await kay.context().setOffline(true);
+  await hub.start(); // same port, a new epoch: kay's positions mean nothing there
+  await waitState(lee, 'open');
+  await lee.waitForSelector('#me[data-joined="true"]', { state: 'attached', timeout: WAIT });
+  for (const line of ['new 1', 'new 2']) {
+    await send(lee, 'group', 'yard', line);
+    await delivery(lee, line).filter({ hasText: 'delivered to 0' }).waitFor({ timeout: WAIT });
+  }
+  assert.notEqual(await kay.getAttribute('#status', 'data-state'), 'open');
+  assert.deepEqual(await groupLines(kay, 'yard'), ['old news']);
+
+  await kay.context().setOffline(false);
+  await waitState(kay, 'open');
+  const notice = kay.locator('#log li[data-kind="recovery"]');
+  await notice.filter({ hasText: 'Some messages could not be recovered (the hub restarted or you were away too long)' })
+    .waitFor({ timeout: WAIT });
+  await kay.waitForSelector('#log li[data-kind="recovery"][data-state="reloaded"]', { state: 'attached', timeout: WAIT });
+  const text = await notice.textContent();
+  assert.match(text, /your direct messages/);
+  assert.match(text, /#yard/);
+  assert.match(text, /reloaded what the hub still holds \(2 not shown before\)/);
+  assert.equal(await notice.count(), 1, 'one notice for the reconnect');
+  // The reload brought what lee wrote while kay was away, after the notice, in order.
+  await waitLines(kay, 'yard', ['old news', 'new 1', 'new 2']);
+  const order = await kay.$$eval('#log li', (lis) => lis.map((li) => (li.dataset.kind === 'recovery' ? 'notice'
+    : li.dataset.kind === 'group' ? `${li.querySelector('.text').textContent}/${li.dataset.source || 'live'}` : null)).filter(Boolean));
+  assert.deepEqual(order, ['old news/live', 'notice', 'new 1/reload', 'new 2/reload']);
+  // Live again, once.
+  await send(lee, 'group', 'yard', 'new 3');
+  await waitLines(kay, 'yard', ['old news', 'new 1', 'new 2', 'new 3']);
+  await shot(kay, 'not-recovered-kay-desktop');
+});
+
+scenario('a direct to someone offline but seen lately is stored, and reaches them when they are back', async (track) => {
+  const net = relay();
+  const max = track(await openDemo('max', DESKTOP, '', hub, net.setup));
+  const nia = track(await openDemo('nia'));
+  await join(max, 'max');
+  await join(nia, 'nia');
+  await waitUsers(nia, ['max', 'nia']);
+
+  const first = net.last();
+  await net.cut(first);
+  await waitUsers(nia, ['nia']); // max is offline now, and was seen a moment ago
+  await send(nia, 'direct', 'max', 'while you were out');
+  const status = delivery(nia, 'while you were out');
+  await status.filter({ hasText: 'stored for max (offline): delivered when they come back' }).waitFor({ timeout: WAIT });
+  assert.equal(await status.getAttribute('data-status'), 'stored');
+  assert.doesNotMatch(await status.textContent(), /delivered to/);
+
+  // max's page reconnects; its rejoin recovers the stored message.
+  await first.ws.close({ code: 1001, reason: 'test' });
+  await received(max, 'direct', 'nia', 'while you were out').waitFor({ timeout: WAIT });
+  assert.equal(await max.locator('#log li', { hasText: 'while you were out' }).count(), 1);
+  // A name the hub never saw is still refused.
+  await send(nia, 'direct', 'never-seen', 'hello?');
+  await delivery(nia, 'hello?').filter({ hasText: 'never-seen is not online' }).waitFor({ timeout: WAIT });
+  await shot(nia, 'stored-nia-desktop');
+});
+
+scenario('a reloaded page shows the room\'s recent messages as earlier ones, in order, each once', async (track) => {
+  const net = relay();
+  const oli = track(await openDemo('oli', DESKTOP, '', hub, net.setup));
+  const pam = track(await openDemo('pam'));
+  await join(oli, 'oli');
+  await join(pam, 'pam');
+  await subscribe(oli, 'attic');
+  await send(pam, 'group', 'attic', 'first');
+  await send(oli, 'group', 'attic', 'mine');
+  await send(pam, 'group', 'attic', 'second');
+  await waitLines(oli, 'attic', ['first', 'mine', 'second']);
+  assert.equal(await oli.locator('#log li[data-kind="divider"]').count(), 0, 'an empty room has no earlier messages');
+
+  await oli.reload();
+  await waitState(oli, 'open');
+  assert.deepEqual(await groupLines(oli, 'attic'), []);
+  // The page asks for the room's history once subscribed. Held back, so that a live
+  // message comes first: the reply then holds it too, and the earlier ones go above it.
+  const historyAsked = net.hold((c) => c.type === 'history' && c.group === 'attic');
+  await join(oli, 'oli');
+  await subscribe(oli, 'attic');
+  await historyAsked;
+  await send(pam, 'group', 'attic', 'live');
+  await waitLines(oli, 'attic', ['live']);
+  net.release();
+  await oli.locator('#log li[data-kind="divider"]', { hasText: 'Earlier messages in #attic' }).waitFor({ timeout: WAIT });
+  await waitLines(oli, 'attic', ['first', 'mine', 'second', 'live']);
+  const shown = await oli.$$eval('#log li', (lis) => lis.map((li) => (li.dataset.kind === 'divider' ? 'divider'
+    : li.dataset.kind === 'group' ? `${li.querySelector('.text').textContent}/${li.dataset.source || 'live'}/${li.dataset.dir}` : null))
+    .filter(Boolean));
+  assert.deepEqual(shown, ['divider', 'first/earlier/in', 'mine/earlier/out', 'second/earlier/in', 'live/live/in']);
+  await send(pam, 'group', 'attic', 'later');
+  await waitLines(oli, 'attic', ['first', 'mine', 'second', 'live', 'later']);
+  await shot(oli, 'earlier-oli-desktop');
 });
