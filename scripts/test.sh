@@ -48,6 +48,9 @@ bench/smoke.sh
 echo "== Autobahn conformance (scripts/autobahn.sh)"
 scripts/autobahn.sh "$WXHUB_BIN"
 
+echo "== the server API against its OpenAPI document (scripts/schemathesis.sh)"
+scripts/schemathesis.sh "$WXHUB_BIN"
+
 for suite in clients/js tests/browser examples/miniprogram/test; do
   if [[ -f "$suite/package.json" ]]; then
     echo "== $suite"

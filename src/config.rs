@@ -149,6 +149,17 @@ pub struct Config {
     #[arg(long, env = "WXHUB_HUB_MAILBOX", default_value_t = crate::hub::DEFAULT_MAILBOX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..))]
     pub hub_mailbox: usize,
 
+    /// Turns on the server API under /api/ (docs/API.md): every request must carry
+    /// `Authorization: Bearer <this key>`. Unset: no API. At least 16 characters; prefer
+    /// the environment variable to the flag, which other users of the machine can see.
+    #[arg(long, env = "WXHUB_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Serve the API and /metrics on this address (e.g. 127.0.0.1:9090) instead of the
+    /// main one, so that they need not face the internet. /healthz and /readyz are on both.
+    #[arg(long, env = "WXHUB_API_BIND")]
+    pub api_bind: Option<SocketAddr>,
+
     /// Commands per second one session may send on average (token bucket refill rate).
     #[arg(long, env = "WXHUB_RATE_LIMIT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
@@ -179,6 +190,15 @@ pub struct Config {
     /// conformance suite). Off in production.
     #[arg(long, env = "WXHUB_ECHO_ROUTE")]
     pub echo_route: bool,
+
+    /// Serve https:// and wss:// with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. Unset: plain http:// and ws:// (put a TLS proxy in front).
+    #[arg(long, env = "WXHUB_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "WXHUB_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -205,12 +225,16 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_connections: None,
             hub_mailbox: crate::hub::DEFAULT_MAILBOX,
+            api_key: None,
+            api_bind: None,
             rate_limit: 50,
             rate_burst: 100,
             handshake_timeout_ms: 5_000,
             write_timeout_ms: 30_000,
             drain_ms: 5_000,
             echo_route: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -226,11 +250,33 @@ impl Config {
                 self.client_timeout_ms, self.heartbeat_ms
             ));
         }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.chars().count() < 16)
+        {
+            return Err("--api-key (WXHUB_API_KEY) must have at least 16 characters".into());
+        }
         let mut codes = std::collections::HashSet::new();
         for s in &self.symbols {
             if !codes.insert(&s.code) {
                 return Err(format!("symbol {} is listed twice in --symbols", s.code));
             }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), None) => {
+                return Err(format!(
+                    "--tls-cert {} needs --tls-key (WXHUB_TLS_KEY): give both or neither",
+                    cert.display()
+                ))
+            }
+            (None, Some(key)) => {
+                return Err(format!(
+                    "--tls-key {} needs --tls-cert (WXHUB_TLS_CERT): give both or neither",
+                    key.display()
+                ))
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -431,5 +477,24 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(t.command, Some(Tool::Token { ttl, .. }) if ttl.as_secs() == 7200));
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["wxhub"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap().config
+        };
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert_eq!(
+            both.tls_cert.as_deref(),
+            Some(std::path::Path::new("c.pem"))
+        );
+        assert!(both.validate().is_ok());
+        let e = parse(&["--tls-cert", "c.pem"]).validate().unwrap_err();
+        assert!(e.contains("--tls-cert c.pem needs --tls-key"), "{e}");
+        let e = parse(&["--tls-key", "k.pem"]).validate().unwrap_err();
+        assert!(e.contains("--tls-key k.pem needs --tls-cert"), "{e}");
     }
 }

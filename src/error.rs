@@ -22,7 +22,8 @@ pub enum ErrorCode {
     InvalidName,
     /// A group name breaks the naming rules.
     InvalidGroup,
-    /// The target user is not online, or the stock symbol is unknown.
+    /// The target user is not online (nor seen within the history window), or the stock
+    /// symbol is unknown.
     NotFound,
     /// The message exceeded the size limit (sent just before a 1009 close).
     TooLarge,
@@ -114,6 +115,8 @@ pub enum CloseReason {
     TooBig,
     /// 1011: the hub failed internally.
     Internal,
+    /// 1008: the server disconnected the user (the server API's `disconnect`).
+    Kicked,
 }
 
 impl CloseReason {
@@ -130,6 +133,7 @@ impl CloseReason {
             CloseReason::Unauthorized => 4500,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
+            CloseReason::Kicked => 1008,
         }
     }
 
@@ -153,6 +157,7 @@ impl CloseReason {
             CloseReason::Flood => "rate limit exceeded",
             CloseReason::TooBig => "message too big",
             CloseReason::Internal => "internal error",
+            CloseReason::Kicked => "disconnected by the server",
         }
     }
 }
@@ -174,6 +179,7 @@ mod tests {
             CloseReason::Unauthorized,
             CloseReason::TooBig,
             CloseReason::Internal,
+            CloseReason::Kicked,
         ];
         let codes: std::collections::HashSet<u16> = all.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), all.len());

@@ -17,7 +17,7 @@ use crate::error::{CloseReason, ReplyError};
 use crate::policy::Policies;
 use crate::pool::SESSION_SETS;
 use crate::protocol::{encode, Event};
-use crate::router::{Outcome, Post, RecallConfig, Router, Sender};
+use crate::router::{Listing, Outcome, Post, RecallConfig, Router, Sender};
 
 mod messages;
 pub use messages::*;
@@ -338,6 +338,51 @@ impl Handler<AttachFeed> for Hub {
         }
         self.feed = Some(msg.demand);
         self.router.take_demand().for_each(drop);
+    }
+}
+
+impl Handler<ServerPost> for Hub {
+    type Result = Result<Outcome, ReplyError>;
+    fn handle(&mut self, msg: ServerPost, _: &mut Context<Self>) -> Self::Result {
+        let from = Sender::Server(msg.from);
+        let post = Post::from(&*msg.body);
+        match &msg.target {
+            Target::User(to) => self.router.send(&from, to, post),
+            Target::Group(group) => self.router.publish(&from, group, post),
+            Target::Everyone => self.router.broadcast(&from, post),
+        }
+    }
+}
+
+impl Handler<ServerSubscribe> for Hub {
+    type Result = Result<usize, ReplyError>;
+    fn handle(&mut self, msg: ServerSubscribe, _: &mut Context<Self>) -> Self::Result {
+        let result = self
+            .router
+            .subscribe_user(&msg.name, &msg.group, msg.subscribe);
+        self.hand_on_demand();
+        result
+    }
+}
+
+impl Handler<DisconnectUser> for Hub {
+    type Result = usize;
+    fn handle(&mut self, msg: DisconnectUser, _: &mut Context<Self>) -> usize {
+        let closed = self.router.disconnect_user(&msg.name, msg.note);
+        self.hand_on_demand();
+        closed
+    }
+}
+
+impl Handler<List> for Hub {
+    type Result = Result<Listing, ReplyError>;
+    fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
+        let after = msg.after.as_deref();
+        match &msg.what {
+            Listed::Users => Ok(self.router.list_users(after, msg.limit)),
+            Listed::Groups => Ok(self.router.list_groups(after, msg.limit)),
+            Listed::Members(group) => self.router.list_members(group, after, msg.limit),
+        }
     }
 }
 

@@ -21,7 +21,9 @@
 //! - [`market`]: the simulated market (seeded random walk per symbol).
 //! - [`ticker`]: the `Ticker` actor that feeds the stock groups, beside the hub.
 //! - [`server`]: routes and wiring; `server::run(listener, config)` serves.
+//! - [`tls`]: built-in TLS (`--tls-cert`, `--tls-key`): the rustls configuration.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -40,6 +42,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod ticker;
+pub mod tls;
 
 pub use config::Config;
 

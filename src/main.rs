@@ -46,9 +46,19 @@ async fn main() -> std::io::Result<()> {
         std::process::exit(2);
     }
     let listener = std::net::TcpListener::bind(config.bind)?;
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     log::info!(
-        "wxhub listening on http://{}/ (WebSocket at /ws)",
+        "wxhub listening on {scheme}://{}/ (WebSocket at /ws)",
         listener.local_addr()?
     );
-    wxhub::server::run(listener, config, wxhub::server::shutdown_signal()).await
+    // A startup error (a TLS file that cannot be read, say) says what is wrong in a line.
+    if let Err(e) = wxhub::server::run(listener, config, wxhub::server::shutdown_signal()).await {
+        eprintln!("wxhub: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

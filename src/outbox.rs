@@ -86,6 +86,8 @@ struct Queue {
     woken: bool,
     /// Set when the outbox must not take more frames; the session closes with it.
     closed: Option<CloseReason>,
+    /// The close frame's reason text, when not the reason's own (the server API's).
+    note: Option<std::sync::Arc<str>>,
     /// The hub asked the session to check its client's liveness (ping, or time out).
     beat: bool,
 }
@@ -206,6 +208,23 @@ impl Outbox {
             q.closed = Some(reason);
             true
         });
+    }
+
+    /// Closes as [`Outbox::close`] does, with `note` as the close frame's reason text.
+    pub fn close_with_note(&self, reason: CloseReason, note: std::sync::Arc<str>) {
+        self.change(None, |q| {
+            if q.closed.is_some() {
+                return false;
+            }
+            q.closed = Some(reason);
+            q.note = Some(note);
+            true
+        });
+    }
+
+    /// The reason text given with the close, if any.
+    pub fn close_note(&self) -> Option<std::sync::Arc<str>> {
+        self.lock().note.clone()
     }
 
     /// Moves everything queued into `out` (which must be empty), and returns the close

@@ -75,6 +75,11 @@ impl Group {
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
+
+    /// How many of user `name`'s sessions are in the group.
+    pub fn sessions_of(&self, name: &str) -> usize {
+        self.users.get(name).map_or(0, |n| *n as usize)
+    }
 }
 
 /// The range of a sorted set of names that starts after `after` (all of it for `None`).
@@ -171,6 +176,8 @@ pub struct Pool {
     /// sorting every name on every call.
     names: BTreeSet<Arc<str>>,
     groups: HashMap<Arc<str>, Group>,
+    /// The groups' names, sorted, for paging through them (the server API).
+    group_names: BTreeSet<Arc<str>>,
     /// Most groups one session may be in.
     max_groups: usize,
 }
@@ -182,6 +189,7 @@ impl Pool {
             users: HashMap::new(),
             names: BTreeSet::new(),
             groups: HashMap::new(),
+            group_names: BTreeSet::new(),
             max_groups,
         }
     }
@@ -226,6 +234,7 @@ impl Pool {
         self.users.clear();
         self.names.clear();
         self.groups.clear();
+        self.group_names.clear();
         let sets = std::mem::replace(&mut self.sessions, Sessions::new()).sets;
         sets.into_iter()
             .flat_map(|set| set.into_values().map(|e| e.outbox))
@@ -346,7 +355,11 @@ impl Pool {
         }
         let key = match self.groups.get_key_value(group) {
             Some((k, _)) => k.clone(),
-            None => Arc::from(group),
+            None => {
+                let key: Arc<str> = Arc::from(group);
+                self.group_names.insert(key.clone());
+                key
+            }
         };
         let g = self.groups.entry(key.clone()).or_default();
         g.members.insert(id, entry.outbox.clone());
@@ -412,6 +425,7 @@ impl Pool {
         let last = g.members.is_empty();
         if last {
             self.groups.remove(group);
+            self.group_names.remove(group);
             shrink_when_mostly_empty(&mut self.groups);
         }
         Some(GroupChange {
@@ -452,6 +466,16 @@ impl Pool {
     /// the name to ask the next page after, if there are more.
     pub fn user_names(&self, after: Option<&str>, limit: usize) -> (Vec<&str>, Option<&str>) {
         page(self.names.range::<str, _>(from(after)), limit)
+    }
+
+    /// One page of the groups' names, sorted, as [`Pool::user_names`].
+    pub fn group_names(&self, after: Option<&str>, limit: usize) -> (Vec<&str>, Option<&str>) {
+        page(self.group_names.range::<str, _>(from(after)), limit)
+    }
+
+    /// How many live sessions user `name` has (0 when offline).
+    pub fn session_count(&self, name: &str) -> usize {
+        self.users.get(name).map_or(0, |s| s.len())
     }
 
     /// The grant of a session's token.

@@ -104,6 +104,19 @@ pub struct Stats {
     pub slow_consumers: usize,
     /// Streams, messages and bytes the history holds.
     pub history: crate::history::HistoryStats,
+    /// Messages posted (direct, broadcast, publish; by clients and the server) and routed.
+    pub messages_in: u64,
+    /// Deliveries of those messages to sessions other than the sending one.
+    pub messages_out: u64,
+}
+
+/// One page of a listing for the server API: entries sorted by name, the total, and the
+/// name to ask the next page after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Vec<(String, usize)>,
+    pub count: usize,
+    pub next: Option<String>,
 }
 
 /// How much the hub keeps for recovery besides the group policies' retention.
@@ -186,6 +199,8 @@ pub struct Router {
     /// kept so that its buffers are reused rather than allocated per fan-out.
     wakes: WakeBatch,
     recall: Recall,
+    messages_in: u64,
+    messages_out: u64,
 }
 
 impl Router {
@@ -206,6 +221,8 @@ impl Router {
             unreachable: Vec::new(),
             wakes: WakeBatch::default(),
             recall: Recall::default(),
+            messages_in: 0,
+            messages_out: 0,
         }
     }
 
@@ -469,7 +486,7 @@ impl Router {
         if !online && !stored {
             return Err(ReplyError::new(
                 ErrorCode::NotFound,
-                format!("{to} is not online"),
+                format!("{to} is not online and was not seen lately"),
             ));
         }
         let (_, frame) = self
@@ -497,11 +514,12 @@ impl Router {
             ),
             None => 0,
         };
-        Ok(self.finish(Outcome {
+        let outcome = self.finish(Outcome {
             delivered,
             stored,
             ..Outcome::default()
-        }))
+        });
+        Ok(self.counted(outcome))
     }
 
     /// `broadcast`: to every joined session.
@@ -526,10 +544,11 @@ impl Router {
             &mut self.wakes,
             &mut self.unreachable,
         );
-        Ok(self.finish(Outcome {
+        let outcome = self.finish(Outcome {
             delivered,
             ..Outcome::default()
-        }))
+        });
+        Ok(self.counted(outcome))
     }
 
     /// `publish`: a `message` event to every member session of a group, if the group's
@@ -555,8 +574,12 @@ impl Router {
             self.pool.check_grant(*id, group)?;
         }
         let retention = policy.history;
-        if self.pool.group(group).is_none() && !retention.keeps() {
-            return Ok(Outcome::default()); // nobody to tell, now or later
+        if self.pool.group(group).is_none() && (policy.feed || !retention.keeps()) {
+            return Ok(self.counted(Outcome::default())); // nobody to tell, now or later
+        }
+        if policy.feed {
+            // The server's own message to a market group: delivered, not numbered.
+            return Ok(self.publish_unnumbered(from, group, &name, post));
         }
         // Numbered (and kept) even with no member now: the members that are away recover it.
         let now = (self.recall.clock)();
@@ -577,7 +600,7 @@ impl Router {
                 });
         let Some(members) = self.pool.group(group) else {
             self.recall.history.release(&StreamKey::group(group), now);
-            return Ok(Outcome::default());
+            return Ok(self.counted(Outcome::default()));
         };
         let delivered = deliver(
             members.outboxes(),
@@ -586,10 +609,11 @@ impl Router {
             &mut self.wakes,
             &mut self.unreachable,
         );
-        Ok(self.finish(Outcome {
+        let outcome = self.finish(Outcome {
             delivered,
             ..Outcome::default()
-        }))
+        });
+        Ok(self.counted(outcome))
     }
 
     /// A frame the server made for a group (the ticker's quotes): delivered to the
@@ -695,7 +719,166 @@ impl Router {
             queued_bytes: self.pool.queued_bytes(),
             slow_consumers: self.slow_consumers,
             history: self.recall.history.stats(),
+            messages_in: self.messages_in,
+            messages_out: self.messages_out,
         }
+    }
+
+    fn publish_unnumbered(
+        &mut self,
+        from: &Sender,
+        group: &str,
+        name: &str,
+        post: Post<'_>,
+    ) -> Outcome {
+        let frame = encode(&Event::Message {
+            kind: Kind::Group,
+            from: name,
+            to: None,
+            group: Some(group),
+            mid: post.mid,
+            offset: None,
+            body: post.body,
+            ts: (self.recall.clock)(),
+        });
+        let delivered = match self.pool.group(group) {
+            Some(members) => deliver(
+                members.outboxes(),
+                &frame,
+                from.session(),
+                &mut self.wakes,
+                &mut self.unreachable,
+            ),
+            None => 0,
+        };
+        let outcome = self.finish(Outcome {
+            delivered,
+            ..Outcome::default()
+        });
+        self.counted(outcome)
+    }
+
+    // ---- the server API's listings and actions on users ---------------------------------
+
+    /// One page of the online users, each with its number of live sessions.
+    pub fn list_users(&self, after: Option<&str>, limit: usize) -> Listing {
+        let (names, next) = self.pool.user_names(after, limit);
+        Listing {
+            entries: names
+                .iter()
+                .map(|n| (n.to_string(), self.pool.session_count(n)))
+                .collect(),
+            count: self.pool.sizes().1,
+            next: next.map(str::to_owned),
+        }
+    }
+
+    /// One page of the groups, each with its member count (`subscribed`'s `members`).
+    pub fn list_groups(&self, after: Option<&str>, limit: usize) -> Listing {
+        let (names, next) = self.pool.group_names(after, limit);
+        Listing {
+            entries: names
+                .iter()
+                .map(|g| {
+                    (
+                        g.to_string(),
+                        self.pool.group(g).map_or(0, |m| m.member_count()),
+                    )
+                })
+                .collect(),
+            count: self.pool.sizes().2,
+            next: next.map(str::to_owned),
+        }
+    }
+
+    /// One page of a group's users, each with its number of sessions in the group; the
+    /// count includes anonymous members. `not_found` when nobody is in it.
+    pub fn list_members(
+        &self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing, ReplyError> {
+        if !valid_group(group) {
+            return Err(invalid_group());
+        }
+        let members = self
+            .pool
+            .group(group)
+            .ok_or_else(|| ReplyError::new(ErrorCode::NotFound, format!("nobody is in {group}")))?;
+        let (names, next) = members.user_names(after, limit);
+        Ok(Listing {
+            entries: names
+                .iter()
+                .map(|n| (n.to_string(), members.sessions_of(n)))
+                .collect(),
+            count: members.member_count(),
+            next: next.map(str::to_owned),
+        })
+    }
+
+    /// Subscribes (or unsubscribes) every live session of user `name` to `group`, as if
+    /// each had asked: each gets `subscribed` (or `unsubscribed`) and the presence events
+    /// that follow. Returns how many sessions it did; `not_found` when the user has none.
+    pub fn subscribe_user(
+        &mut self,
+        name: &str,
+        group: &str,
+        subscribe: bool,
+    ) -> Result<usize, ReplyError> {
+        let name = normalize_name(name)?;
+        if !valid_group(group) {
+            return Err(invalid_group());
+        }
+        let ids: Vec<SessionId> = match self.pool.user_outboxes(&name) {
+            Some(sessions) => sessions.map(|(id, _)| id).collect(),
+            None => {
+                return Err(ReplyError::new(
+                    ErrorCode::NotFound,
+                    format!("{name} is not online"),
+                ))
+            }
+        };
+        let mut done = 0;
+        let mut first_error = None;
+        for id in ids {
+            let result = if subscribe {
+                self.subscribe(id, group, false, None, None).map(|_| ())
+            } else {
+                self.unsubscribe(id, group, None).map(|_| ())
+            };
+            match result {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if done == 0 => Err(e),
+            _ => Ok(done),
+        }
+    }
+
+    /// Closes every session of user `name` with 1008 and `note` as the reason; returns
+    /// how many.
+    pub fn disconnect_user(&mut self, name: &str, note: Option<Arc<str>>) -> usize {
+        let ids: Vec<SessionId> = match self.pool.user_outboxes(name) {
+            Some(sessions) => sessions.map(|(id, _)| id).collect(),
+            None => return 0,
+        };
+        for &id in &ids {
+            if let Some(entry) = self.pool.session(id) {
+                match &note {
+                    Some(note) => entry
+                        .outbox
+                        .close_with_note(CloseReason::Kicked, note.clone()),
+                    None => entry.outbox.close(CloseReason::Kicked),
+                }
+            }
+            self.leave(id);
+        }
+        ids.len()
     }
 
     /// `history` for a group: the newest `limit` messages its stream holds, for a session
@@ -850,6 +1033,13 @@ impl Router {
                 });
             }
         }
+    }
+
+    /// Counts a message routed, and its deliveries.
+    fn counted(&mut self, outcome: Outcome) -> Outcome {
+        self.messages_in += 1;
+        self.messages_out += outcome.delivered as u64;
+        outcome
     }
 
     /// Ends an operation: removes the sessions whose outbox refused a frame (they are

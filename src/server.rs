@@ -2,14 +2,17 @@
 //!
 //! `GET /ws` is the WebSocket endpoint; `GET /` is too when the request is a WebSocket
 //! handshake (classic clients connect with no path) and serves the demo page otherwise;
-//! `GET /client.js` serves the JavaScript client library; `GET /healthz` answers 200; `GET /echo` (test-only, `--echo-route`) echoes. The
+//! `GET /client.js` serves the JavaScript client library; `GET /healthz` answers 200 and
+//! `GET /readyz` 200, or 503 while draining; `/api/` is the server API ([`crate::api`],
+//! with `--api-key`; on its own listener with `--api-bind`); `GET /echo` (test-only,
+//! `--echo-route`) echoes. The
 //! handshake's query (a join and subscriptions, [`crate::opening`]), origins and the
 //! connection limit are checked before the upgrade. The page is compiled into the
 //! binary, so the working directory does not matter.
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +43,8 @@ struct AppState {
     max_connections: usize,
     /// Lower-cased allowed origins; empty means any.
     allowed_origins: Arc<Vec<String>>,
+    /// Set on SIGTERM: `/readyz` answers 503 while the hub drains.
+    draining: Arc<AtomicBool>,
 }
 
 /// A started server, the hub behind it and the ticker beside it.
@@ -51,6 +56,10 @@ pub struct Started {
     pub ticker: Addr<Ticker>,
     /// The hub's and the ticker's own threads; stopped by [`Started::stop_threads`].
     pub arbiters: [Arbiter; 2],
+    /// The API's own listener (`--api-bind`) and its address, when it has one.
+    pub api_server: Option<(Server, std::net::SocketAddr)>,
+    /// Set it and `/readyz` answers 503 ([`run`] does on shutdown).
+    pub draining: Arc<AtomicBool>,
 }
 
 impl Started {
@@ -69,6 +78,21 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     config
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // Built-in TLS: a bad certificate or key stops the start, before any thread runs.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::load(cert, key)?;
+            log::info!(
+                "serving TLS (https://, wss://) with certificate {}",
+                cert.display()
+            );
+            Some(tls)
+        }
+        _ => {
+            log::info!("serving plain http:// and ws:// (no --tls-cert)");
+            None
+        }
+    };
     // The hub gets a thread of its own, so routing never waits behind socket writes;
     // the ticker another, so encoding quotes and answering `history` never waits behind
     // routing, nor routing behind them.
@@ -123,6 +147,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             verifier,
         }),
         live: Arc::new(AtomicUsize::new(0)),
+        draining: Arc::new(AtomicBool::new(false)),
         max_connections: budget.max_connections,
         allowed_origins: Arc::new(
             config
@@ -135,13 +160,30 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     };
     let echo = config.echo_route;
     let write_timeout_ms = config.write_timeout_ms;
+    let draining = state.draining.clone();
+    let api = config.api_key.as_deref().map(|key| {
+        Arc::new(crate::api::Api::new(
+            hub.clone(),
+            key,
+            config.max_message_bytes as usize,
+        ))
+    });
+    // The API shares the main listener unless it has its own.
+    let (api_here, api_apart) = match config.api_bind {
+        None => (api, None),
+        Some(addr) => (None, api.map(|api| (addr, api))),
+    };
     let server = HttpServer::new(move || {
-        let app = App::new()
+        let mut app = App::new()
             .app_data(web::Data::new(state.clone()))
             .route("/ws", web::get().to(websocket))
             .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
             .route("/client.js", web::get().to(client_js))
             .route("/", web::get().to(index));
+        if let Some(api) = &api_here {
+            app = app.configure(crate::api::configure(api.clone()));
+        }
         if echo {
             app.route("/echo", web::get().to(echo_route))
         } else {
@@ -157,14 +199,42 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     // server counts per worker.
     .max_connections((budget.max_connections + budget.headroom).div_ceil(config.workers as usize))
     .shutdown_timeout(config.drain_ms.div_ceil(1000))
-    .disable_signals()
-    .listen(listener)?
+    .disable_signals();
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
+    let api_server = match api_apart {
+        Some((addr, api)) => {
+            let listener = TcpListener::bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("--api-bind {addr}: {e}")))?;
+            let addr = listener.local_addr()?;
+            log::info!("server API and metrics on http://{addr}/api/");
+            let ready = draining.clone();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(ready.clone()))
+                    .route("/healthz", web::get().to(healthz))
+                    .route("/readyz", web::get().to(readyz_apart))
+                    .configure(crate::api::configure(api.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)?
+            .run();
+            Some((server, addr))
+        }
+        None => None,
+    };
     Ok(Started {
         server,
         hub,
         ticker,
         arbiters: [hub_thread, ticker_thread],
+        api_server,
+        draining,
     })
 }
 
@@ -179,14 +249,23 @@ pub async fn run(
         server,
         hub,
         arbiters,
+        api_server,
+        draining,
         ..
     } = start(listener, &config)?;
     let handle = server.handle();
+    let api_handle = api_server.map(|(server, _)| {
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        handle
+    });
     let mut server = actix_web::rt::spawn(server);
     let result = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
             log::info!("shutting down");
+            // Load balancers stop sending new clients before the sessions are told to go.
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
             // Stop accepting first, so that clients told to go away reconnect elsewhere.
             let stopping = actix_web::rt::spawn(handle.stop(true));
             let hub = hub.clone();
@@ -201,6 +280,9 @@ pub async fn run(
             Ok(Ok(()))
         }
     };
+    if let Some(api) = api_handle {
+        api.stop(true).await;
+    }
     for arbiter in &arbiters {
         arbiter.stop();
     }
@@ -234,7 +316,7 @@ pub async fn shutdown_signal() {
 /// reading, since the session is then no longer polled (see docs/ARCHITECTURE.md).
 fn set_write_timeout(conn: &dyn std::any::Any, ms: u32) {
     #[cfg(target_os = "linux")]
-    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    if let Some(stream) = tcp_stream(conn) {
         use std::os::fd::AsRawFd;
         let fd = stream.as_raw_fd();
         // SAFETY: `fd` is the open socket `stream` owns for the duration of this call,
@@ -257,6 +339,15 @@ fn set_write_timeout(conn: &dyn std::any::Any, ms: u32) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (conn, ms);
+}
+
+/// The socket under an `on_connect` connection: the TCP stream itself, or the one inside
+/// the TLS stream when serving TLS.
+#[cfg(target_os = "linux")]
+fn tcp_stream(conn: &dyn std::any::Any) -> Option<&actix_web::rt::net::TcpStream> {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    conn.downcast_ref::<actix_web::rt::net::TcpStream>()
+        .or_else(|| conn.downcast_ref::<Tls>().map(|tls| tls.get_ref().0))
 }
 
 /// Why a handshake is refused before the upgrade.
@@ -384,4 +475,25 @@ async fn client_js() -> HttpResponse {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Accepting connections: 200; draining after SIGTERM: 503.
+fn ready(draining: &AtomicBool) -> HttpResponse {
+    if draining.load(std::sync::atomic::Ordering::SeqCst) {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("draining\n")
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")
+    }
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    ready(&state.draining)
+}
+
+async fn readyz_apart(draining: web::Data<Arc<AtomicBool>>) -> HttpResponse {
+    ready(&draining)
 }

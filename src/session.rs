@@ -432,9 +432,12 @@ impl Session {
         if let Some(frame) = last {
             write_frame(OpCode::Text, frame.as_bytes());
         }
+        let note = self.outbox.as_ref().and_then(|o| o.close_note());
         write_close(Some(ws::CloseReason {
             code: ws::CloseCode::from(reason.code()),
-            description: Some(reason.description().to_owned()),
+            description: Some(
+                note.map_or_else(|| reason.description().to_owned(), |n| n.to_string()),
+            ),
         }));
         ctx.stop();
     }

@@ -6,12 +6,13 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::auth::Grant;
-use crate::error::CloseReason;
+use crate::error::{CloseReason, ReplyError};
 use crate::history::Position;
 use crate::outbox::Outbox;
 use crate::pool::SessionId;
 use crate::protocol::{Body, RequestId, UsersPage};
 pub use crate::router::Stats;
+use crate::router::{Listing, Outcome};
 
 /// Who sent a command, and the `id` its reply echoes.
 #[derive(Debug, Clone)]
@@ -178,3 +179,60 @@ pub struct Shutdown;
 #[derive(Message)]
 #[rtype(result = "Stats")]
 pub struct GetStats;
+
+/// Where the server API posts a message.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `send`: every session of one user (stored when the user was seen lately).
+    User(String),
+    /// `publish`: every member of a group.
+    Group(String),
+    /// `broadcast`: every joined session.
+    Everyone,
+}
+
+/// The server API posts a message, as a client's `direct`, `publish` or `broadcast`
+/// would route, from the name `from`.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, ReplyError>")]
+pub struct ServerPost {
+    pub from: Arc<str>,
+    pub target: Target,
+    pub body: Body,
+}
+
+/// The server API subscribes (or unsubscribes) every live session of a user; answers
+/// with how many.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ReplyError>")]
+pub struct ServerSubscribe {
+    pub name: String,
+    pub group: String,
+    pub subscribe: bool,
+}
+
+/// The server API closes every session of a user with 1008 and `note`; answers with how
+/// many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct DisconnectUser {
+    pub name: String,
+    pub note: Option<Arc<str>>,
+}
+
+/// What the server API lists.
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Users,
+    Groups,
+    Members(String),
+}
+
+/// One page of a listing for the server API.
+#[derive(Message)]
+#[rtype(result = "Result<Listing, ReplyError>")]
+pub struct List {
+    pub what: Listed,
+    pub after: Option<String>,
+    pub limit: usize,
+}

@@ -25,6 +25,11 @@ pub struct TestHub {
     pub ticker: actix::Addr<wxhub::ticker::Ticker>,
     handle: ServerHandle,
     arbiters: [actix::Arbiter; 2],
+    /// The API's own listener (`api_bind`), when the config gives one.
+    pub api_addr: Option<SocketAddr>,
+    api_handle: Option<ServerHandle>,
+    /// Set it and `/readyz` answers 503, as during the SIGTERM drain.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestHub {
@@ -35,12 +40,23 @@ impl TestHub {
         let started = wxhub::server::start(listener, &config).unwrap();
         let handle = started.server.handle();
         actix_web::rt::spawn(started.server);
+        let (api_addr, api_handle) = match started.api_server {
+            Some((server, api_addr)) => {
+                let handle = server.handle();
+                actix_web::rt::spawn(server);
+                (Some(api_addr), Some(handle))
+            }
+            None => (None, None),
+        };
         TestHub {
             addr,
             hub: started.hub,
             ticker: started.ticker,
             handle,
             arbiters: started.arbiters,
+            api_addr,
+            api_handle,
+            draining: started.draining,
         }
     }
 
@@ -83,6 +99,9 @@ impl TestHub {
     }
 
     pub async fn stop(self) {
+        if let Some(api) = &self.api_handle {
+            api.stop(false).await;
+        }
         self.handle.stop(false).await;
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -202,6 +221,24 @@ impl Client {
     pub async fn request(&mut self, value: Value) -> Value {
         self.send_json(value).await;
         self.recv_json().await
+    }
+
+    /// Reads until the close frame and returns its code and reason text.
+    pub async fn close_frame(&mut self) -> (Option<u16>, String) {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("nothing arrived in time");
+            match msg {
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return frame.map_or((None, String::new()), |f| {
+                        (Some(u16::from(f.code)), f.reason.to_string())
+                    })
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended without a close frame: {other:?}"),
+            }
+        }
     }
 
     /// Reads until the close frame and returns its code.
@@ -348,4 +385,65 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         .unwrap()
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// A header's value (the name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`) with the given extra header lines and body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    // The server may answer (a 413, say) before reading all of a big body.
+    let _ = stream.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .expect("no response in time");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    HttpReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
 }
