@@ -171,7 +171,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     // The API shares the main listener unless it has its own.
     let (api_here, api_apart) = match config.api_bind {
         None => (api, None),
-        Some(addr) => (None, api.map(|api| (addr, api))),
+        Some(addr) => (None, Some((addr, api))),
     };
     let server = HttpServer::new(move || {
         let mut app = App::new()
@@ -210,14 +210,17 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             let listener = TcpListener::bind(addr)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("--api-bind {addr}: {e}")))?;
             let addr = listener.local_addr()?;
-            log::info!("server API and metrics on http://{addr}/api/");
+            log::info!("server API and metrics on http://{addr}/ (--api-bind)");
             let ready = draining.clone();
             let server = HttpServer::new(move || {
-                App::new()
+                let app = App::new()
                     .app_data(web::Data::new(ready.clone()))
                     .route("/healthz", web::get().to(healthz))
-                    .route("/readyz", web::get().to(readyz_apart))
-                    .configure(crate::api::configure(api.clone()))
+                    .route("/readyz", web::get().to(readyz_apart));
+                match &api {
+                    Some(api) => app.configure(crate::api::configure(api.clone())),
+                    None => app,
+                }
             })
             .workers(1)
             .disable_signals()

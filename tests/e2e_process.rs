@@ -293,3 +293,47 @@ fn the_connection_limit_follows_the_open_files_limit_and_answers_503() {
         hub.seen
     );
 }
+
+/// A blocking GET; the response's status code, or None if nothing answers.
+fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split(' ').nth(1).and_then(|c| c.parse().ok())
+}
+
+#[test]
+fn readyz_turns_503_during_the_sigterm_drain() {
+    let mut hub = HubProcess::start(&["--api-bind", "127.0.0.1:0", "--drain-ms", "5000"], None);
+    let line = hub.wait_log("server API and metrics on http://");
+    let api: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("the API's address in the log");
+    assert_eq!(get_status(api, "/readyz"), Some(200));
+    assert_eq!(get_status(hub.addr, "/readyz"), Some(200));
+    // A client that will not answer the hub's close keeps the drain going.
+    let (_silent, status) = hub.handshake();
+    assert_eq!(status, 101);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(hub.child.id() as i32, libc::SIGTERM) };
+    hub.wait_log("shutting down");
+    let deadline = Instant::now() + WAIT;
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = get_status(api, "/readyz");
+        if seen == Some(503) {
+            break;
+        }
+    }
+    assert_eq!(seen, Some(503), "readyz while draining");
+    assert_eq!(get_status(api, "/healthz"), Some(200), "alive all the same");
+}
