@@ -388,7 +388,14 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
     let hub = sys.block_on(async {
         let hub = Hub::new(HubConfig {
             max_groups: 100,
-            policies: wxhub::policy::Policies::standard(),
+            // Every message is kept, as by default, but in a short ring: it reaches its
+            // steady size in the warm-up below.
+            policies: wxhub::policy::Policies::standard().with_default_retention(
+                wxhub::history::Retention {
+                    size: WARM_UP,
+                    ttl: Duration::from_secs(300),
+                },
+            ),
             feeds: Vec::new(),
             heartbeat: None,
             mailbox: wxhub::hub::DEFAULT_MAILBOX,
@@ -396,10 +403,7 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
         })
         .start();
         for (i, ob) in boxes.iter().enumerate() {
-            let caller = Caller {
-                session: i as SessionId,
-                id: None,
-            };
+            let caller = Caller::new(i as SessionId, None);
             hub.do_send(Connect {
                 session: i as SessionId,
                 outbox: ob.clone(),
@@ -430,20 +434,31 @@ fn hub_rig(sys: &SystemRunner, arbiter: &ArbiterHandle, n: usize) -> HubRig {
         boxes,
         publisher: n as SessionId,
     };
-    // As for the pool rigs: the steady state, where no queue has to grow.
-    for _ in 0..3 {
+    // As for the pool rigs: the steady state, where no queue has to grow. The history's
+    // hub-wide queue grows to about a thousand entries before it is first compacted:
+    // filled through a group nobody is in, which costs no fan-out.
+    for _ in 0..1100 {
+        sys.block_on(rig.hub.send(Publish {
+            caller: Caller::new(rig.publisher, None),
+            group: "warm-up".into(),
+            body: body(),
+            mid: None,
+        }))
+        .expect("publish");
+    }
+    for _ in 0..=WARM_UP {
         hub_publish(sys, &rig);
         settle(&rig.boxes, arbiter);
     }
     rig
 }
 
+/// Messages the hub rig's groups keep, and publishes to reach that steady state.
+const WARM_UP: usize = 8;
+
 fn hub_publish(sys: &SystemRunner, rig: &HubRig) {
     sys.block_on(rig.hub.send(Publish {
-        caller: Caller {
-            session: rig.publisher,
-            id: None,
-        },
+        caller: Caller::new(rig.publisher, None),
         group: GROUP.into(),
         body: body(),
         mid: None,

@@ -43,6 +43,19 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Whether the request carries the key (`Authorization: Bearer <key>`).
+    pub fn allows(&self, req: &HttpRequest) -> bool {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::opening::bearer)
+            .unwrap_or("");
+        bool::from(digest(given).ct_eq(&self.key_digest)) && !given.is_empty()
+    }
+}
+
 fn digest(text: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     let mut out = [0u8; 32];
@@ -70,6 +83,27 @@ pub fn configure(api: Arc<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
         };
         cfg.app_data(web::Data::from(api)).service(
             web::scope("/api")
+                // Every call counted by endpoint and status, and logged at debug.
+                .wrap_fn(|req, srv| {
+                    use actix_web::dev::Service;
+                    let started = Instant::now();
+                    let method = req.method().clone();
+                    let call = srv.call(req);
+                    async move {
+                        let res = call.await?;
+                        let endpoint = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "other".to_owned());
+                        let status = res.status().as_u16();
+                        crate::metrics::METRICS.api(&endpoint, status);
+                        log::debug!(
+                            "api {method} {endpoint}: {status} in {:.1} ms",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
+                        Ok(res)
+                    }
+                })
                 .service(resource("/publish", "POST").route(web::post().to(publish)))
                 .service(resource("/send", "POST").route(web::post().to(send)))
                 .service(resource("/broadcast", "POST").route(web::post().to(broadcast)))
@@ -175,13 +209,7 @@ impl std::fmt::Display for ApiError {
 
 /// The key, compared in constant time. Missing and wrong get the same answer.
 fn authorize(req: &HttpRequest, api: &Api) -> Result<(), ApiError> {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::opening::bearer)
-        .unwrap_or("");
-    if bool::from(digest(given).ct_eq(&api.key_digest)) && !given.is_empty() {
+    if api.allows(req) {
         Ok(())
     } else {
         Err(ApiError::new(

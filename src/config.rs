@@ -160,6 +160,12 @@ pub struct Config {
     #[arg(long, env = "WXHUB_API_BIND")]
     pub api_bind: Option<SocketAddr>,
 
+    /// Proxies (addresses or CIDR ranges, comma-separated, e.g. 10.0.0.0/8) whose
+    /// `X-Forwarded-For` names the client in the logs. Unset: the peer address is the
+    /// client's, and the header is ignored (anyone could write it).
+    #[arg(long, env = "WXHUB_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Commands per second one session may send on average (token bucket refill rate).
     #[arg(long, env = "WXHUB_RATE_LIMIT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
@@ -227,6 +233,7 @@ impl Default for Config {
             hub_mailbox: crate::hub::DEFAULT_MAILBOX,
             api_key: None,
             api_bind: None,
+            trusted_proxies: Vec::new(),
             rate_limit: 50,
             rate_burst: 100,
             handshake_timeout_ms: 5_000,

@@ -109,6 +109,7 @@ impl Hub {
             }
             Err(e) => self.router.fail(caller.session, id, &e),
         }
+        crate::metrics::METRICS.route_time(caller.at.elapsed());
         self.hand_on_demand();
     }
 
@@ -286,10 +287,7 @@ impl Handler<Unsubscribe> for Hub {
 impl Handler<SubscribeClassicFeed> for Hub {
     type Result = ();
     fn handle(&mut self, msg: SubscribeClassicFeed, _: &mut Context<Self>) {
-        let caller = Caller {
-            session: msg.session,
-            id: None,
-        };
+        let caller = Caller::new(msg.session, None);
         let result = self.router.subscribe_classic_feed(msg.session);
         self.answer(&caller, result, Reply::Queued);
     }

@@ -31,6 +31,7 @@ pub mod fdlimit;
 pub mod history;
 pub mod hub;
 pub mod market;
+pub mod metrics;
 pub mod opening;
 pub mod outbox;
 pub mod policy;

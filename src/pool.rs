@@ -71,6 +71,11 @@ impl Group {
         )
     }
 
+    /// Member sessions.
+    pub fn session_count(&self) -> usize {
+        self.members.len()
+    }
+
     /// Distinct users in the group.
     pub fn user_count(&self) -> usize {
         self.users.len()
@@ -438,6 +443,11 @@ impl Pool {
 
     pub fn group(&self, group: &str) -> Option<&Group> {
         self.groups.get(group)
+    }
+
+    /// The pool's own shared name of a group that has members.
+    pub fn group_key(&self, group: &str) -> Option<&Arc<str>> {
+        self.groups.get_key_value(group).map(|(k, _)| k)
     }
 
     /// Checks that a joined session's token lets it use `group` (publish, list members).

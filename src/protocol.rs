@@ -106,6 +106,21 @@ impl Command {
     /// What the command costs in the rate limiter's tokens: one, and one more per 100
     /// entries a listing may return, so that asking for a big reply is not as cheap as a
     /// `ping`.
+    /// Its place in [`crate::metrics::COMMANDS`].
+    pub fn kind_index(&self) -> usize {
+        match self {
+            Command::Join { .. } => 0,
+            Command::Direct { .. } => 1,
+            Command::Broadcast { .. } => 2,
+            Command::Subscribe { .. } => 3,
+            Command::Unsubscribe { .. } => 4,
+            Command::Publish { .. } => 5,
+            Command::Users { .. } => 6,
+            Command::Ping => 7,
+            Command::History { .. } | Command::GroupHistory { .. } => 8,
+        }
+    }
+
     pub fn cost(&self) -> u32 {
         let listed = match self {
             Command::Users { page, .. } => page.limit,
@@ -635,16 +650,23 @@ pub fn encode_group_history(
     ByteString::from(out)
 }
 
+/// A `message` event, encoded into one buffer of about its size: serde_json would grow
+/// its buffer by doubling, and the slack (up to half) would stay allocated as long as the
+/// frame is kept in history. `extra` is the length of what the event carries besides
+/// its fixed fields (body, names, mid); the fixed part and the numbers take under 128
+/// bytes, so the buffer is allocated once and its slack stays under that.
+pub fn encode_message(event: &Event<'_>, extra: usize) -> ByteString {
+    let mut buf = Vec::with_capacity(extra + 128);
+    match serde_json::to_writer(&mut buf, event) {
+        // serde_json writes UTF-8 only.
+        Ok(()) => ByteString::try_from(bytes::Bytes::from(buf)).unwrap_or_else(|_| encode(event)),
+        Err(_) => encode(event),
+    }
+}
+
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> ByteString {
     match serde_json::to_string(value) {
-        Ok(mut s) => {
-            // serde_json grows its buffer by doubling: up to half of it may be slack,
-            // which a frame kept in history or a slow client's queue would carry along.
-            if s.capacity() > s.len() + s.len() / 8 {
-                s.shrink_to_fit();
-            }
-            ByteString::from(s)
-        }
+        Ok(s) => ByteString::from(s),
         // Our event types hold only strings, numbers and `Value`s, which always serialize;
         // should that ever change, the client gets a well-formed error instead of a panic.
         Err(e) => {

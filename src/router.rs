@@ -30,8 +30,8 @@ use crate::outbox::{Outbox, WakeBatch};
 use crate::policy::{Policies, Publishers, CLASSIC_FEED};
 use crate::pool::{forbidden, not_joined, GroupChange, Pool, SessionId};
 use crate::protocol::{
-    encode, encode_group_history, legacy_groups, normalize_name, now_ms, valid_group, Event, Kind,
-    RequestId, Stream, UsersPage, GROUP_RULE,
+    encode, encode_group_history, encode_message, legacy_groups, normalize_name, now_ms,
+    valid_group, Event, Kind, RequestId, Stream, UsersPage, GROUP_RULE,
 };
 
 /// Who a message is from.
@@ -108,6 +108,18 @@ pub struct Stats {
     pub messages_in: u64,
     /// Deliveries of those messages to sessions other than the sending one.
     pub messages_out: u64,
+    /// The same, by kind.
+    pub delivered: Deliveries,
+    /// Sessions in the groups the server feeds (market data, the classic feed).
+    pub feed_sessions: usize,
+}
+
+/// Deliveries by the route the message took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deliveries {
+    pub direct: u64,
+    pub broadcast: u64,
+    pub group: u64,
 }
 
 /// One page of a listing for the server API: entries sorted by name, the total, and the
@@ -200,7 +212,7 @@ pub struct Router {
     wakes: WakeBatch,
     recall: Recall,
     messages_in: u64,
-    messages_out: u64,
+    delivered: Deliveries,
 }
 
 impl Router {
@@ -222,7 +234,7 @@ impl Router {
             wakes: WakeBatch::default(),
             recall: Recall::default(),
             messages_in: 0,
-            messages_out: 0,
+            delivered: Deliveries::default(),
         }
     }
 
@@ -297,6 +309,7 @@ impl Router {
 
     /// Queues an `error` reply for one session.
     pub fn fail(&mut self, id: SessionId, request: Option<&RequestId>, err: &ReplyError) {
+        crate::metrics::METRICS.error(err.code);
         let frame = encode(&Event::Error {
             id: request,
             code: err.code,
@@ -489,20 +502,24 @@ impl Router {
                 format!("{to} is not online and was not seen lately"),
             ));
         }
+        let extra = post.body.get().len() + from.len() + to.len() + post.mid.map_or(0, str::len);
         let (_, frame) = self
             .recall
             .history
             .append(&key, retention, now, &mut |offset| {
-                encode(&Event::Message {
-                    kind: Kind::Direct,
-                    from: &from,
-                    to: Some(&to),
-                    group: None,
-                    mid: post.mid,
-                    offset: Some(offset),
-                    body: post.body,
-                    ts: now,
-                })
+                encode_message(
+                    &Event::Message {
+                        kind: Kind::Direct,
+                        from: &from,
+                        to: Some(&to),
+                        group: None,
+                        mid: post.mid,
+                        offset: Some(offset),
+                        body: post.body,
+                        ts: now,
+                    },
+                    extra,
+                )
             });
         let delivered = match self.pool.user_outboxes(&to) {
             Some(targets) => deliver(
@@ -519,7 +536,7 @@ impl Router {
             stored,
             ..Outcome::default()
         });
-        Ok(self.counted(outcome))
+        Ok(self.counted(Kind::Direct, outcome))
     }
 
     /// `broadcast`: to every joined session.
@@ -548,7 +565,7 @@ impl Router {
             delivered,
             ..Outcome::default()
         });
-        Ok(self.counted(outcome))
+        Ok(self.counted(Kind::Broadcast, outcome))
     }
 
     /// `publish`: a `message` event to every member session of a group, if the group's
@@ -575,7 +592,7 @@ impl Router {
         }
         let retention = policy.history;
         if self.pool.group(group).is_none() && (policy.feed || !retention.keeps()) {
-            return Ok(self.counted(Outcome::default())); // nobody to tell, now or later
+            return Ok(self.counted(Kind::Group, Outcome::default())); // nobody to tell, now or later
         }
         if policy.feed {
             // The server's own message to a market group: delivered, not numbered.
@@ -583,11 +600,20 @@ impl Router {
         }
         // Numbered (and kept) even with no member now: the members that are away recover it.
         let now = (self.recall.clock)();
-        let (_, frame) =
-            self.recall
-                .history
-                .append(&StreamKey::group(group), retention, now, &mut |offset| {
-                    encode(&Event::Message {
+        // The pool's name of the group, shared: no allocation per message when it has members.
+        let key = StreamKey::Group(
+            self.pool
+                .group_key(group)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(group)),
+        );
+        let extra = post.body.get().len() + name.len() + group.len() + post.mid.map_or(0, str::len);
+        let (_, frame) = self
+            .recall
+            .history
+            .append(&key, retention, now, &mut |offset| {
+                encode_message(
+                    &Event::Message {
                         kind: Kind::Group,
                         from: &name,
                         to: None,
@@ -596,11 +622,13 @@ impl Router {
                         offset: Some(offset),
                         body: post.body,
                         ts: now,
-                    })
-                });
+                    },
+                    extra,
+                )
+            });
         let Some(members) = self.pool.group(group) else {
-            self.recall.history.release(&StreamKey::group(group), now);
-            return Ok(self.counted(Outcome::default()));
+            self.recall.history.release(&key, now);
+            return Ok(self.counted(Kind::Group, Outcome::default()));
         };
         let delivered = deliver(
             members.outboxes(),
@@ -613,7 +641,7 @@ impl Router {
             delivered,
             ..Outcome::default()
         });
-        Ok(self.counted(outcome))
+        Ok(self.counted(Kind::Group, outcome))
     }
 
     /// A frame the server made for a group (the ticker's quotes): delivered to the
@@ -720,7 +748,14 @@ impl Router {
             slow_consumers: self.slow_consumers,
             history: self.recall.history.stats(),
             messages_in: self.messages_in,
-            messages_out: self.messages_out,
+            messages_out: self.delivered.direct + self.delivered.broadcast + self.delivered.group,
+            delivered: self.delivered,
+            feed_sessions: self
+                .feeds
+                .iter()
+                .filter_map(|g| self.pool.group(g))
+                .map(|g| g.session_count())
+                .sum(),
         }
     }
 
@@ -755,7 +790,7 @@ impl Router {
             delivered,
             ..Outcome::default()
         });
-        self.counted(outcome)
+        self.counted(Kind::Group, outcome)
     }
 
     // ---- the server API's listings and actions on users ---------------------------------
@@ -1036,9 +1071,14 @@ impl Router {
     }
 
     /// Counts a message routed, and its deliveries.
-    fn counted(&mut self, outcome: Outcome) -> Outcome {
+    fn counted(&mut self, kind: Kind, outcome: Outcome) -> Outcome {
         self.messages_in += 1;
-        self.messages_out += outcome.delivered as u64;
+        let n = outcome.delivered as u64;
+        match kind {
+            Kind::Direct => self.delivered.direct += n,
+            Kind::Broadcast => self.delivered.broadcast += n,
+            Kind::Group => self.delivered.group += n,
+        }
         outcome
     }
 

@@ -45,6 +45,8 @@ struct AppState {
     allowed_origins: Arc<Vec<String>>,
     /// Set on SIGTERM: `/readyz` answers 503 while the hub drains.
     draining: Arc<AtomicBool>,
+    /// Whose `X-Forwarded-For` to believe (`--trusted-proxies`).
+    trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// A started server, the hub behind it and the ticker beside it.
@@ -148,6 +150,13 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         }),
         live: Arc::new(AtomicUsize::new(0)),
         draining: Arc::new(AtomicBool::new(false)),
+        trusted_proxies: Arc::new(
+            config
+                .trusted_proxies
+                .iter()
+                .map(|net| net.trunc())
+                .collect(),
+        ),
         max_connections: budget.max_connections,
         allowed_origins: Arc::new(
             config
@@ -173,6 +182,8 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         None => (api, None),
         Some(addr) => (None, Some((addr, api))),
     };
+    let metrics_apart = api_apart.is_some();
+    let metrics_hub = hub.clone();
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(web::Data::new(state.clone()))
@@ -183,6 +194,16 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             .route("/", web::get().to(index));
         if let Some(api) = &api_here {
             app = app.configure(crate::api::configure(api.clone()));
+        }
+        if !metrics_apart {
+            // On the public listener, behind the API key when there is one.
+            let gate = MetricsGate {
+                hub: metrics_hub.clone(),
+                key: api_here.clone(),
+            };
+            app = app
+                .app_data(web::Data::new(gate))
+                .route("/metrics", web::get().to(metrics));
         }
         if echo {
             app.route("/echo", web::get().to(echo_route))
@@ -212,11 +233,19 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             let addr = listener.local_addr()?;
             log::info!("server API and metrics on http://{addr}/ (--api-bind)");
             let ready = draining.clone();
+            let gate_hub = hub.clone();
             let server = HttpServer::new(move || {
+                // Internal: metrics need no key here.
+                let gate = MetricsGate {
+                    hub: gate_hub.clone(),
+                    key: None,
+                };
                 let app = App::new()
                     .app_data(web::Data::new(ready.clone()))
+                    .app_data(web::Data::new(gate))
                     .route("/healthz", web::get().to(healthz))
-                    .route("/readyz", web::get().to(readyz_apart));
+                    .route("/readyz", web::get().to(readyz_apart))
+                    .route("/metrics", web::get().to(metrics));
                 match &api {
                     Some(api) => app.configure(crate::api::configure(api.clone())),
                     None => app,
@@ -365,6 +394,12 @@ enum Refusal {
 
 impl Refusal {
     fn response(self) -> HttpResponse {
+        use crate::metrics::{Refused, METRICS};
+        METRICS.refused(match &self {
+            Refusal::Query(_) => Refused::Query,
+            Refusal::Origin => Refused::Origin,
+            Refusal::Full => Refused::Limit,
+        });
         match self {
             // The reason quotes the client's query, so it must never be taken for a page.
             Refusal::Query(why) => HttpResponse::BadRequest()
@@ -429,7 +464,8 @@ fn upgrade(
         Ok(admitted) => admitted,
         Err(refusal) => return Ok(refusal.response()),
     };
-    let session = Session::new(state.shared.clone(), mode, slot);
+    let peer = client_ip(&req, &state.trusted_proxies);
+    let session = Session::new(state.shared.clone(), mode, slot, peer);
     session::start(session, &req, stream, opening)
 }
 
@@ -447,6 +483,31 @@ async fn echo_route(
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
     upgrade(req, stream, &state, Mode::Echo)
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the last
+/// address of `X-Forwarded-For` that is not a trusted proxy (each proxy appends what it
+/// saw, so the entries left of the first untrusted one could be made up).
+fn client_ip(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
 }
 
 fn is_websocket_handshake(req: &HttpRequest) -> bool {
@@ -478,6 +539,30 @@ async fn client_js() -> HttpResponse {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Who may read `/metrics`, and where the hub's numbers come from.
+struct MetricsGate {
+    hub: Addr<Hub>,
+    /// The API, whose key `/metrics` then needs.
+    key: Option<Arc<crate::api::Api>>,
+}
+
+/// Prometheus' text format: the process's counters and the hub's numbers now.
+async fn metrics(req: HttpRequest, gate: web::Data<MetricsGate>) -> HttpResponse {
+    if gate.key.as_ref().is_some_and(|api| !api.allows(&req)) {
+        return HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+            .body("the API key is required: Authorization: Bearer <key>\n");
+    }
+    // A hub too busy to answer still gets its process counters scraped.
+    let stats = actix_web::rt::time::timeout(Duration::from_secs(2), gate.hub.send(hub::GetStats))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::METRICS.render(stats.as_ref()))
 }
 
 /// Accepting connections: 200; draining after SIGTERM: 503.

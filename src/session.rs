@@ -279,12 +279,34 @@ pub struct Session {
     ending: bool,
     bucket: TokenBucket,
     failed_joins: u8,
+    /// The connection's record, boxed: the session must stay small (see its test).
+    conn: Box<Conn>,
+}
+
+/// What a connection holds besides its session's working state: its slot, and what the
+/// line logged when it ends says.
+struct Conn {
     /// Released when the session is dropped, however it ends.
     _slot: ConnectionSlot,
+    /// The client's address (from a trusted proxy's `X-Forwarded-For` when there is one).
+    peer: Option<std::net::IpAddr>,
+    /// The name it joined as.
+    user: Option<Box<str>>,
+    started: Instant,
+    frames_in: u64,
+    frames_out: std::cell::Cell<u64>,
+    /// Why the hub closed it (`None`: the client did, or vanished).
+    closed_with: Option<CloseReason>,
+    logged: bool,
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, mode: Mode, slot: ConnectionSlot) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        mode: Mode,
+        slot: ConnectionSlot,
+        peer: Option<std::net::IpAddr>,
+    ) -> Self {
         let now = Instant::now();
         Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -298,20 +320,47 @@ impl Session {
             closing: false,
             ending: false,
             failed_joins: 0,
-            _slot: slot,
+            conn: Box::new(Conn {
+                _slot: slot,
+                peer,
+                user: None,
+                started: now,
+                frames_in: 0,
+                frames_out: std::cell::Cell::new(0),
+                closed_with: None,
+                logged: false,
+            }),
         }
     }
 
     fn caller(&self, id: Option<RequestId>) -> Caller {
-        Caller {
-            session: self.id,
-            id,
+        Caller::new(self.id, id)
+    }
+
+    /// The line an operator reads when a connection ends, and the metric of its reason.
+    fn log_end(&mut self) {
+        let c = &mut self.conn;
+        if std::mem::replace(&mut c.logged, true) || self.mode != Mode::Hub {
+            return;
         }
+        crate::metrics::METRICS.closed(c.closed_with);
+        let peer = c.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        log::info!(
+            "session {} closed: peer {peer}, user {}, {:.1} s, {} in, {} out, {}",
+            self.id,
+            c.user.as_deref().unwrap_or("-"),
+            c.started.elapsed().as_secs_f64(),
+            c.frames_in,
+            c.frames_out.get(),
+            c.closed_with
+                .map_or("closed by the client", CloseReason::description),
+        );
     }
 
     /// Answers a command the hub never sees. The reply goes through the hub, not straight
     /// into the outbox, so that it cannot overtake the hub's replies to earlier commands.
     fn reply_error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) {
+        crate::metrics::METRICS.error(code);
         if self.registered {
             let frame = encode(&Event::Error { id, code, message });
             self.relay(Some(frame), None);
@@ -387,8 +436,16 @@ impl Session {
         };
         WRITING.with_borrow_mut(|writing| {
             let drained = outbox.drain_into(writing);
+            let (frames, mut bytes) = (writing.len() as u64, 0);
             for frame in writing.drain(..) {
+                bytes += frame.len() as u64;
                 write_frame(OpCode::Text, frame.as_bytes());
+            }
+            if frames > 0 {
+                // Once per drain, not per frame: a fan-out wakes each session once.
+                let out = &self.conn.frames_out;
+                out.set(out.get() + frames);
+                crate::metrics::METRICS.bytes_out.inc_by(bytes);
             }
             drained
         })
@@ -425,6 +482,7 @@ impl Session {
         if std::mem::replace(&mut self.closing, true) {
             return;
         }
+        self.conn.closed_with = Some(reason);
         if let Some(outbox) = &self.outbox {
             outbox.close(reason);
         }
@@ -496,6 +554,7 @@ impl Session {
         };
         match verdict {
             Ok(grant) => {
+                self.conn.user = Some(name.as_str().into());
                 let join = hub::Join {
                     caller: self.caller(id.cloned()),
                     name,
@@ -512,6 +571,7 @@ impl Session {
             }
             Err(e) => {
                 self.failed_joins = self.failed_joins.saturating_add(1);
+                crate::metrics::METRICS.auth_refused.inc();
                 Some(e)
             }
         }
@@ -592,19 +652,24 @@ impl Session {
         if self.mode == Mode::Echo {
             return write_frame(OpCode::Text, text.as_bytes());
         }
+        self.conn.frames_in += 1;
+        let metrics = &crate::metrics::METRICS;
         let (id, command) = match decode(&text) {
             Err(e) => {
                 return self.reply_error(e.id.as_ref(), ErrorCode::BadRequest, &e.message);
             }
             Ok(Inbound::LegacyStock) => {
+                metrics.command(9);
                 let id = self.id;
                 return self.to_hub(None, hub::SubscribeClassicFeed { session: id });
             }
             Ok(Inbound::LegacyJoin { id, name, token }) => {
-                return self.join(id, name, token, true, None)
+                metrics.command(10);
+                return self.join(id, name, token, true, None);
             }
             Ok(Inbound::Command { id, command }) => (id, command),
         };
+        metrics.command(command.kind_index());
         // The frame paid one token; a command whose reply grows with what it asks for
         // pays the rest of its cost now.
         let extra = command.cost().saturating_sub(1);
@@ -751,6 +816,7 @@ impl Session {
     }
 
     fn leave_hub(&mut self) {
+        self.log_end();
         if let Some(outbox) = &self.outbox {
             outbox.close(CloseReason::Normal);
             // Drop what nobody will write, so the hub's queued-bytes count stays true.
@@ -821,6 +887,12 @@ impl StreamHandler<Result<ws::Message, ReadError>> for Session {
             Err(ReadError::TooBig) => return self.too_big(ctx),
             Err(ReadError::InvalidUtf8) => {
                 return self.shut(ctx, CloseReason::InvalidData, None);
+            }
+            // The connection is gone (reset, or ended inside a frame): nobody to tell
+            // why; it counts as the client's close.
+            Err(ReadError::Payload(e)) => {
+                log::debug!("session {}: {e}", self.id);
+                return ctx.stop();
             }
             Err(e) => {
                 log::debug!("session {}: {e}", self.id);
@@ -966,7 +1038,7 @@ mod tests {
         });
         let live = Arc::new(AtomicUsize::new(0));
         let slot = ConnectionSlot::acquire(&live, 1).expect("a free slot");
-        let session = Session::new(shared, Mode::Echo, slot);
+        let session = Session::new(shared, Mode::Echo, slot, None);
         let input = futures_util::stream::empty::<Result<Bytes, actix_web::error::PayloadError>>();
         let context =
             ws::WebsocketContext::with_codec(session, input, actix_http::ws::Codec::new());

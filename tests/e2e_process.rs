@@ -110,12 +110,17 @@ impl HubProcess {
     /// Opens a connection and sends a WebSocket handshake for `/ws`; returns the stream
     /// and the response's status code.
     fn handshake(&self) -> (TcpStream, u16) {
+        self.handshake_with("/ws", "")
+    }
+
+    /// A handshake for `path` with `headers` (each ending in CRLF) added.
+    fn handshake_with(&self, path: &str, headers: &str) -> (TcpStream, u16) {
         let mut s = TcpStream::connect(self.addr).expect("connect");
         s.set_read_timeout(Some(WAIT)).unwrap();
         write!(
             s,
-            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         )
         .unwrap();
         let mut head = Vec::new();
@@ -336,4 +341,26 @@ fn readyz_turns_503_during_the_sigterm_drain() {
     }
     assert_eq!(seen, Some(503), "readyz while draining");
     assert_eq!(get_status(api, "/healthz"), Some(200), "alive all the same");
+}
+
+#[test]
+fn a_line_is_logged_per_connection_with_the_client_address_from_trusted_proxies_only() {
+    let mut hub = HubProcess::start(&["--trusted-proxies", "127.0.0.0/8"], None);
+    let forwarded = "X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n";
+    let (s, status) = hub.handshake_with("/ws?name=alice", forwarded);
+    assert_eq!(status, 101);
+    drop(s);
+    let line = hub.wait_log("user alice");
+    assert!(
+        line.contains("closed: peer 203.0.113.7, user alice,"),
+        "{line}"
+    );
+    assert!(line.contains(" in, ") && line.contains(" out, "), "{line}");
+    assert!(line.ends_with("closed by the client"), "{line}");
+    // Not from a trusted proxy: the header is anyone's to write, so it is not believed.
+    let mut hub = HubProcess::start(&[], None);
+    let (s, _) = hub.handshake_with("/ws?name=bob", forwarded);
+    drop(s);
+    let line = hub.wait_log("user bob");
+    assert!(line.contains("closed: peer 127.0.0.1, user bob,"), "{line}");
 }

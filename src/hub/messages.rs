@@ -19,6 +19,18 @@ use crate::router::{Listing, Outcome};
 pub struct Caller {
     pub session: SessionId,
     pub id: Option<RequestId>,
+    /// When the command arrived at its session (the routing-time metric).
+    pub at: std::time::Instant,
+}
+
+impl Caller {
+    pub fn new(session: SessionId, id: Option<RequestId>) -> Self {
+        Caller {
+            session,
+            id,
+            at: std::time::Instant::now(),
+        }
+    }
 }
 
 /// A new session; it may send commands right after this.

@@ -43,10 +43,7 @@ struct Client {
 
 impl Client {
     fn caller(&self, id: Option<i64>) -> Caller {
-        Caller {
-            session: self.id,
-            id: id.map(RequestId::Int),
-        }
+        Caller::new(self.id, id.map(RequestId::Int))
     }
 
     /// Everything the hub queued for this session so far, decoded.
