@@ -6,6 +6,9 @@
 #   scripts/schemathesis.sh [path/to/wxhub]    (default: $WXHUB_BIN, else cargo's debug build)
 # The runner's venv goes to schemathesis/ in cargo's target directory.
 #
+# One worker: hypothesis in threads trips a CPython 3.11 bug (ast.parse "recursion depth
+# mismatch") that has nothing to do with the API.
+#
 # Not checked: that every request the document allows is accepted, and every one it
 # forbids refused (positive_data_acceptance, negative_data_rejection). User names follow
 # Unicode rules (docs/PROTOCOL.md, "join") that a JSON Schema cannot state, so the
@@ -39,7 +42,7 @@ cd "$work"
   --url "http://127.0.0.1:$port" \
   -H "Authorization: Bearer $key" \
   --checks all --exclude-checks positive_data_acceptance,negative_data_rejection \
-  --max-examples 100 --seed 1 --workers 2 >"$work/run.log" 2>&1 || {
+  --max-examples 100 --seed 1 --workers 1 >"$work/run.log" 2>&1 || {
   tail -60 "$work/run.log"
   echo "schemathesis: FAILED (full log: $work/run.log)" >&2
   exit 1

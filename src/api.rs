@@ -111,8 +111,13 @@ pub fn configure(api: Arc<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
                 .service(resource("/unsubscribe", "POST").route(web::post().to(unsubscribe)))
                 .service(resource("/disconnect", "POST").route(web::post().to(disconnect)))
                 .service(resource("/users", "GET").route(web::get().to(users)))
+                .service(resource("/users/{name}", "GET").route(web::get().to(user)))
                 .service(resource("/groups", "GET").route(web::get().to(groups)))
                 .service(resource("/groups/{group}", "GET").route(web::get().to(group)))
+                .service(
+                    resource("/groups/{group}/messages", "GET")
+                        .route(web::get().to(group_messages)),
+                )
                 .service(resource("/info", "GET").route(web::get().to(info)))
                 .service(resource("/openapi.json", "GET").route(web::get().to(openapi)))
                 .default_service(web::to(|| async {
@@ -475,16 +480,52 @@ pub struct PageQuery {
     after: Option<String>,
 }
 
+/// `GET /api/users`: a page, optionally of the names that start with `prefix`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsersQuery {
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    after: Option<String>,
+    /// Only names that start with this (the admin console's search).
+    prefix: Option<String>,
+}
+
+/// `GET /api/groups`: a page by name, or the busiest by member count.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GroupsQuery {
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    after: Option<String>,
+    /// `members`: the `limit` groups with the most members, most first (no paging).
+    order: Option<GroupOrder>,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupOrder {
+    Name,
+    Members,
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::bad(format!("bad query: {e}")))
+}
+
+fn limit(limit: Option<i64>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=MAX_PAGE as i64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(ApiError::bad("`limit` is 1 to 1000")),
+    }
+}
+
 fn page(req: &HttpRequest) -> Result<(Option<String>, usize), ApiError> {
-    let q = web::Query::<PageQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad(format!("bad query: {e}")))?
-        .into_inner();
-    let limit = match q.limit {
-        None => 100,
-        Some(n) if (1..=MAX_PAGE as i64).contains(&n) => n as usize,
-        Some(_) => return Err(ApiError::bad("`limit` is 1 to 1000")),
-    };
-    Ok((q.after, limit))
+    let q: PageQuery = query(req)?;
+    Ok((q.after, limit(q.limit)?))
 }
 
 /// A user and its live sessions.
@@ -541,13 +582,17 @@ async fn listing(
     Ok(api.hub.send(hub::List { what, after, limit }).await??)
 }
 
-#[utoipa::path(get, path = "/api/users", params(PageQuery), tag = "listings",
+#[utoipa::path(get, path = "/api/users", params(UsersQuery), tag = "listings",
     responses((status = 200, description = "a page of users", body = UsersPage), ErrorResponses),
     security(("api_key" = [])))]
 async fn users(req: HttpRequest, api: web::Data<Api>) -> Answer {
     authorize(&req, &api)?;
-    let (after, limit) = page(&req)?;
-    let l = listing(&api, Listed::Users, after, limit).await?;
+    let q: UsersQuery = query(&req)?;
+    let what = match q.prefix {
+        Some(prefix) if !prefix.is_empty() => Listed::UsersWithPrefix(prefix),
+        _ => Listed::Users,
+    };
+    let l = listing(&api, what, q.after, limit(q.limit)?).await?;
     Ok(HttpResponse::Ok().json(UsersPage {
         users: l
             .entries
@@ -559,13 +604,17 @@ async fn users(req: HttpRequest, api: web::Data<Api>) -> Answer {
     }))
 }
 
-#[utoipa::path(get, path = "/api/groups", params(PageQuery), tag = "listings",
-    responses((status = 200, description = "a page of groups", body = GroupsPage), ErrorResponses),
+#[utoipa::path(get, path = "/api/groups", params(GroupsQuery), tag = "listings",
+    responses((status = 200, description = "a page of groups, or the busiest", body = GroupsPage), ErrorResponses),
     security(("api_key" = [])))]
 async fn groups(req: HttpRequest, api: web::Data<Api>) -> Answer {
     authorize(&req, &api)?;
-    let (after, limit) = page(&req)?;
-    let l = listing(&api, Listed::Groups, after, limit).await?;
+    let q: GroupsQuery = query(&req)?;
+    let what = match q.order {
+        Some(GroupOrder::Members) => Listed::TopGroups,
+        _ => Listed::Groups,
+    };
+    let l = listing(&api, what, q.after, limit(q.limit)?).await?;
     Ok(HttpResponse::Ok().json(GroupsPage {
         groups: l
             .entries
@@ -597,6 +646,70 @@ async fn group(req: HttpRequest, api: web::Data<Api>) -> Answer {
     }))
 }
 
+/// A user's live sessions and groups.
+#[derive(Serialize, ToSchema)]
+pub struct UserDetail {
+    name: String,
+    sessions: usize,
+    /// Every group any of the sessions is in, sorted.
+    groups: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/users/{name}", params(("name" = String, Path, description = "the user's name")), tag = "listings",
+    responses((status = 200, description = "the user's sessions and groups", body = UserDetail), ErrorResponses),
+    security(("api_key" = [])))]
+async fn user(req: HttpRequest, api: web::Data<Api>) -> Answer {
+    authorize(&req, &api)?;
+    let name = req.match_info().get("name").unwrap_or_default().to_owned();
+    let (sessions, groups) = api.hub.send(hub::UserInfo { name: name.clone() }).await??;
+    Ok(HttpResponse::Ok().json(UserDetail {
+        name: crate::protocol::normalize_name(&name)?,
+        sessions,
+        groups,
+    }))
+}
+
+/// A group's newest kept messages (docs/PROTOCOL.md, "History and recovery").
+#[derive(Serialize, ToSchema)]
+pub struct GroupMessagesPage {
+    /// Always `history`: the same reply a client's `history` with a `group` gets.
+    #[serde(rename = "type")]
+    kind: String,
+    group: String,
+    epoch: String,
+    offset: u64,
+    /// `message` events, oldest first.
+    messages: Vec<serde_json::Value>,
+}
+
+/// How many of a group's newest messages.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/groups/{group}/messages", params(("group" = String, Path, description = "the group's name", pattern = r"^[A-Za-z0-9_.:-]{1,64}$"), MessagesQuery), tag = "listings",
+    responses((status = 200, description = "the newest messages the group's stream holds", body = GroupMessagesPage), ErrorResponses),
+    security(("api_key" = [])))]
+async fn group_messages(req: HttpRequest, api: web::Data<Api>) -> Answer {
+    authorize(&req, &api)?;
+    let group = req.match_info().get("group").unwrap_or_default().to_owned();
+    let q: MessagesQuery = query(&req)?;
+    let frame = api
+        .hub
+        .send(hub::GroupMessages {
+            group,
+            limit: limit(q.limit)?,
+        })
+        .await??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(frame.into_bytes()))
+}
+
 /// The hub at a glance.
 #[derive(Serialize, ToSchema)]
 pub struct Info {
@@ -610,6 +723,8 @@ pub struct Info {
     messages_in: u64,
     /// Their deliveries to sessions other than the sender's.
     messages_out: u64,
+    /// Bytes written to WebSocket clients since start.
+    bytes_out: u64,
 }
 
 #[utoipa::path(get, path = "/api/info", tag = "listings",
@@ -626,6 +741,7 @@ async fn info(req: HttpRequest, api: web::Data<Api>) -> Answer {
         groups: stats.groups,
         messages_in: stats.messages_in,
         messages_out: stats.messages_out,
+        bytes_out: crate::metrics::METRICS.bytes_out.get(),
     }))
 }
 
@@ -669,7 +785,7 @@ enum ErrorResponses {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wxhub server API", description = "What a business backend asks of the hub: push to a user, a group or everyone, manage memberships, disconnect, list. Every request needs `Authorization: Bearer <key>` (`--api-key`)."),
-    paths(publish, send, broadcast, subscribe, unsubscribe, disconnect, users, groups, group, info),
+    paths(publish, send, broadcast, subscribe, unsubscribe, disconnect, users, user, groups, group, group_messages, info),
     components(schemas(ApiError)),
     modifiers(&Security),
 )]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use crate::error::{CloseReason, ReplyError};
 use crate::policy::Policies;
@@ -378,9 +379,27 @@ impl Handler<List> for Hub {
         let after = msg.after.as_deref();
         match &msg.what {
             Listed::Users => Ok(self.router.list_users(after, msg.limit)),
+            Listed::UsersWithPrefix(prefix) => {
+                Ok(self.router.search_users(prefix, after, msg.limit))
+            }
             Listed::Groups => Ok(self.router.list_groups(after, msg.limit)),
+            Listed::TopGroups => Ok(self.router.top_groups(msg.limit)),
             Listed::Members(group) => self.router.list_members(group, after, msg.limit),
         }
+    }
+}
+
+impl Handler<UserInfo> for Hub {
+    type Result = Result<(usize, Vec<String>), ReplyError>;
+    fn handle(&mut self, msg: UserInfo, _: &mut Context<Self>) -> Self::Result {
+        self.router.user_info(&msg.name)
+    }
+}
+
+impl Handler<GroupMessages> for Hub {
+    type Result = Result<ByteString, ReplyError>;
+    fn handle(&mut self, msg: GroupMessages, _: &mut Context<Self>) -> Self::Result {
+        self.router.group_messages(&msg.group, msg.limit)
     }
 }
 

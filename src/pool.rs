@@ -362,7 +362,10 @@ impl Pool {
             Some((k, _)) => k.clone(),
             None => {
                 let key: Arc<str> = Arc::from(group);
-                self.group_names.insert(key.clone());
+                // Hub-internal groups (`#classic-stock`) are no one's to list.
+                if !group.starts_with('#') {
+                    self.group_names.insert(key.clone());
+                }
                 key
             }
         };
@@ -476,6 +479,55 @@ impl Pool {
     /// the name to ask the next page after, if there are more.
     pub fn user_names(&self, after: Option<&str>, limit: usize) -> (Vec<&str>, Option<&str>) {
         page(self.names.range::<str, _>(from(after)), limit)
+    }
+
+    /// One page of the online users whose name starts with `prefix`, as
+    /// [`Pool::user_names`]: the cost is that of the page.
+    pub fn user_names_with_prefix(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<&str>, Option<&str>) {
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        page(
+            self.names
+                .range::<str, _>((start, Bound::Unbounded))
+                .take_while(|n| n.starts_with(prefix)),
+            limit,
+        )
+    }
+
+    /// A user's live sessions and the groups any of them is in, sorted; `None` offline.
+    pub fn user_groups(&self, name: &str) -> Option<(usize, Vec<Arc<str>>)> {
+        let sessions = self.users.get(name)?;
+        let groups: BTreeSet<Arc<str>> = sessions
+            .iter()
+            .filter_map(|(id, _)| self.sessions.get(id))
+            .flat_map(|e| e.groups.iter().cloned())
+            .filter(|g| !g.starts_with('#'))
+            .collect();
+        Some((sessions.len(), groups.into_iter().collect()))
+    }
+
+    /// The `limit` groups with the most members, most first (ties by name).
+    pub fn top_groups(&self, limit: usize) -> Vec<(&str, usize)> {
+        let mut top: Vec<(&str, usize)> = self
+            .groups
+            .iter()
+            .filter(|(g, _)| !g.starts_with('#'))
+            .map(|(g, m)| (&**g, m.member_count()))
+            .collect();
+        let by_size = |a: &(&str, usize), b: &(&str, usize)| b.1.cmp(&a.1).then(a.0.cmp(b.0));
+        if top.len() > limit {
+            top.select_nth_unstable_by(limit, by_size);
+            top.truncate(limit);
+        }
+        top.sort_unstable_by(by_size);
+        top
     }
 
     /// One page of the groups' names, sorted, as [`Pool::user_names`].

@@ -808,6 +808,64 @@ impl Router {
         }
     }
 
+    /// One page of the online users whose name starts with `prefix`.
+    pub fn search_users(&self, prefix: &str, after: Option<&str>, limit: usize) -> Listing {
+        let (names, next) = self.pool.user_names_with_prefix(prefix, after, limit);
+        Listing {
+            entries: names
+                .iter()
+                .map(|n| (n.to_string(), self.pool.session_count(n)))
+                .collect(),
+            count: self.pool.sizes().1,
+            next: next.map(str::to_owned),
+        }
+    }
+
+    /// A user's live sessions and the groups they are in; `not_found` when offline.
+    pub fn user_info(&self, name: &str) -> Result<(usize, Vec<String>), ReplyError> {
+        let name = normalize_name(name)?;
+        let (sessions, groups) = self
+            .pool
+            .user_groups(&name)
+            .ok_or_else(|| ReplyError::new(ErrorCode::NotFound, format!("{name} is not online")))?;
+        Ok((sessions, groups.iter().map(|g| g.to_string()).collect()))
+    }
+
+    /// The `limit` groups with the most members, most first.
+    pub fn top_groups(&self, limit: usize) -> Listing {
+        Listing {
+            entries: self
+                .pool
+                .top_groups(limit)
+                .into_iter()
+                .map(|(g, n)| (g.to_owned(), n))
+                .collect(),
+            count: self.pool.sizes().2,
+            next: None,
+        }
+    }
+
+    /// The newest `limit` messages a group's stream holds, for the server API: a
+    /// `history` reply without an id.
+    pub fn group_messages(&mut self, group: &str, limit: usize) -> Result<ByteString, ReplyError> {
+        if !valid_group(group) {
+            return Err(invalid_group());
+        }
+        if self.policies.of(group).feed {
+            return Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                format!("{group} keeps no messages (market data)"),
+            ));
+        }
+        let now = (self.recall.clock)();
+        let key = StreamKey::group(group);
+        let (frames, position) = self.recall.history.latest(&key, limit, now);
+        if self.pool.group(group).is_none() {
+            self.recall.history.release(&key, now);
+        }
+        Ok(encode_group_history(None, group, &position, &frames))
+    }
+
     /// One page of the groups, each with its member count (`subscribed`'s `members`).
     pub fn list_groups(&self, after: Option<&str>, limit: usize) -> Listing {
         let (names, next) = self.pool.group_names(after, limit);

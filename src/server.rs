@@ -34,6 +34,9 @@ const INDEX_HTML: &str = include_str!("../templates/index.html");
 /// page and any page that would rather not vendor it.
 const CLIENT_JS: &str = include_str!("../clients/js/wxhub.js");
 
+/// The admin console (`/admin`), served with the server API it calls.
+const ADMIN_HTML: &str = include_str!("../templates/admin.html");
+
 /// What every request handler needs.
 #[derive(Clone)]
 struct AppState {
@@ -193,7 +196,9 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             .route("/client.js", web::get().to(client_js))
             .route("/", web::get().to(index));
         if let Some(api) = &api_here {
-            app = app.configure(crate::api::configure(api.clone()));
+            app = app
+                .configure(crate::api::configure(api.clone()))
+                .route("/admin", web::get().to(admin));
         }
         if !metrics_apart {
             // On the public listener, behind the API key when there is one.
@@ -247,7 +252,9 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
                     .route("/readyz", web::get().to(readyz_apart))
                     .route("/metrics", web::get().to(metrics));
                 match &api {
-                    Some(api) => app.configure(crate::api::configure(api.clone())),
+                    Some(api) => app
+                        .configure(crate::api::configure(api.clone()))
+                        .route("/admin", web::get().to(admin)),
                     None => app,
                 }
             })
@@ -535,6 +542,20 @@ async fn client_js() -> HttpResponse {
         .content_type("text/javascript; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(CLIENT_JS)
+}
+
+/// The page holds no secret: it asks for the API key, which every call it makes needs.
+async fn admin() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header(("referrer-policy", "no-referrer"))
+        .insert_header((
+            "content-security-policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        ))
+        .body(ADMIN_HTML)
 }
 
 async fn healthz() -> HttpResponse {

@@ -487,3 +487,115 @@ async fn the_openapi_document_lists_every_endpoint() {
     }
     hub.stop().await;
 }
+
+#[actix_web::test]
+async fn what_the_admin_console_reads() {
+    let hub = TestHub::start(with_api());
+    let mut clients = Vec::new();
+    for (name, groups) in [("alice", "room,vip"), ("alan", "room"), ("bob", "room")] {
+        let mut c = Client::connect(&hub.url(&format!("/ws?name={name}&subscribe={groups}"))).await;
+        c.expect(|e| e["type"] == "subscribed" && e["group"] == "room")
+            .await;
+        clients.push(c);
+    }
+    // A second session of alice's, in another group.
+    let mut phone = Client::connect(&hub.url("/ws?name=alice&subscribe=news")).await;
+    phone.expect(|e| e["type"] == "subscribed").await;
+    let found = call(&hub, "GET", "/api/users?prefix=al&limit=1", Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        found,
+        json!({"users":[{"name":"alan","sessions":1}],"count":3,"next":"alan"})
+    );
+    let found = call(&hub, "GET", "/api/users?prefix=al&after=alan", Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        found,
+        json!({"users":[{"name":"alice","sessions":2}],"count":3})
+    );
+    let alice = call(&hub, "GET", "/api/users/alice", Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        alice,
+        json!({"name":"alice","sessions":2,"groups":["news","room","vip"]})
+    );
+    assert_eq!(
+        call(&hub, "GET", "/api/users/nobody", Value::Null)
+            .await
+            .status,
+        404
+    );
+    let top = call(
+        &hub,
+        "GET",
+        "/api/groups?order=members&limit=2",
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(
+        top["groups"],
+        json!([{"group":"room","members":3},{"group":"news","members":1}])
+    );
+    assert_eq!(
+        call(&hub, "GET", "/api/groups?order=size", Value::Null)
+            .await
+            .status,
+        400
+    );
+    call(
+        &hub,
+        "POST",
+        "/api/publish",
+        json!({"group":"room","body":"one"}),
+    )
+    .await;
+    call(
+        &hub,
+        "POST",
+        "/api/publish",
+        json!({"group":"room","body":"two"}),
+    )
+    .await;
+    let page = call(
+        &hub,
+        "GET",
+        "/api/groups/room/messages?limit=1",
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(
+        (&page["group"], &page["offset"]),
+        (&json!("room"), &json!(2))
+    );
+    let bodies: Vec<_> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("two")]);
+    assert_eq!(
+        call(&hub, "GET", "/api/groups/stock/messages", Value::Null)
+            .await
+            .status,
+        400
+    );
+    let info = call(&hub, "GET", "/api/info", Value::Null).await.json();
+    assert!(info["bytes_out"].as_u64().is_some_and(|b| b > 0), "{info}");
+    // The console itself: only with the API, and it holds no secret.
+    let page = http(hub.addr, "GET", "/admin", &[], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/html")));
+    assert!(!page.body.contains(KEY));
+    hub.stop().await;
+    let hub = TestHub::start(config());
+    assert_eq!(http(hub.addr, "GET", "/admin", &[], b"").await.status, 404);
+    hub.stop().await;
+}

@@ -236,8 +236,27 @@ pub struct DisconnectUser {
 #[derive(Debug, Clone)]
 pub enum Listed {
     Users,
+    /// Users whose name starts with this.
+    UsersWithPrefix(String),
     Groups,
+    /// The groups with the most members, most first.
+    TopGroups,
     Members(String),
+}
+
+/// A user's sessions and groups, for the server API.
+#[derive(Message)]
+#[rtype(result = "Result<(usize, Vec<String>), ReplyError>")]
+pub struct UserInfo {
+    pub name: String,
+}
+
+/// A group's newest kept messages, for the server API: the encoded `history` reply.
+#[derive(Message)]
+#[rtype(result = "Result<ByteString, ReplyError>")]
+pub struct GroupMessages {
+    pub group: String,
+    pub limit: usize,
 }
 
 /// One page of a listing for the server API.
