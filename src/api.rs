@@ -339,6 +339,9 @@ pub struct Delivered {
     /// `send` to a user offline now but seen within the history window: kept for them.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stored: bool,
+    /// Cluster mode: the other nodes were told too (`delivered` counts this node's sessions).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cluster: bool,
 }
 
 async fn post(api: &Api, from: Option<String>, target: Target, body: Box<RawValue>) -> Answer {
@@ -350,6 +353,7 @@ async fn post(api: &Api, from: Option<String>, target: Target, body: Box<RawValu
     Ok(HttpResponse::Ok().json(Delivered {
         delivered: outcome.delivered,
         stored: outcome.stored,
+        cluster: outcome.cluster,
     }))
 }
 

@@ -205,6 +205,25 @@ pub struct Config {
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
     #[arg(long, env = "WXHUB_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<std::path::PathBuf>,
+
+    /// Cluster mode (preview): nodes given the same Redis (e.g. redis://127.0.0.1:6379/0)
+    /// route direct, group and broadcast messages across each other. Unset: one node, no
+    /// Redis needed. Prefer the environment variable if the URL holds a password.
+    #[arg(
+        long = "redis",
+        env = "WXHUB_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// This node's name in the cluster's logs. Unset: the host name and the port.
+    #[arg(long, env = "WXHUB_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Prefix of every Redis channel and key, so that several hubs can share one Redis.
+    #[arg(long, env = "WXHUB_REDIS_PREFIX", default_value = "wxhub")]
+    pub redis_prefix: String,
 }
 
 impl Default for Config {
@@ -242,6 +261,9 @@ impl Default for Config {
             echo_route: false,
             tls_cert: None,
             tls_key: None,
+            redis: None,
+            node_name: None,
+            redis_prefix: "wxhub".into(),
         }
     }
 }
@@ -285,7 +307,34 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(name) = &self.node_name {
+            if !crate::cluster::valid_node_name(name) {
+                return Err(format!(
+                    "--node-name {name:?}: 1 to 200 characters, no spaces"
+                ));
+            }
+        }
+        if !crate::cluster::valid_node_name(&self.redis_prefix) {
+            let prefix = &self.redis_prefix;
+            return Err(format!(
+                "--redis-prefix {prefix:?}: 1 to 200 characters, no spaces"
+            ));
+        }
         Ok(())
+    }
+
+    /// Cluster mode's settings (with `--redis`), for a node listening on `port`.
+    pub fn cluster(&self, port: u16) -> Option<crate::cluster::ClusterConfig> {
+        Some(crate::cluster::ClusterConfig {
+            url: self.redis.clone()?,
+            node_name: self
+                .node_name
+                .clone()
+                .unwrap_or_else(|| format!("{}:{port}", crate::cluster::host_name())),
+            prefix: self.redis_prefix.clone(),
+            // A message and what a node wraps around it.
+            max_frame_bytes: self.max_message_bytes as usize * 2 + 4096,
+        })
     }
 
     /// The per-session limits.

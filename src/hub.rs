@@ -78,6 +78,12 @@ impl Hub {
         }
     }
 
+    /// The same hub in cluster mode: its router tells the other nodes through `broker`.
+    pub fn with_broker(mut self, broker: Box<dyn crate::cluster::Broker>) -> Self {
+        self.router = self.router.with_broker(broker);
+        self
+    }
+
     /// Tells one set of sessions to check their heartbeat (see [`HEARTBEAT_PHASES`]).
     fn beat(&mut self) {
         let phase = self.heartbeat_phase;
@@ -100,6 +106,7 @@ impl Hub {
                         id,
                         delivered: outcome.delivered,
                         stored: outcome.stored,
+                        cluster: outcome.cluster,
                     }),
                     Reply::Pong => Some(Event::Pong { id }),
                     Reply::Queued => None,
@@ -321,6 +328,14 @@ impl Handler<PublishFrames> for Hub {
         for (group, frame) in &msg.frames {
             self.router.publish_frame(group, frame);
         }
+        self.hand_on_demand();
+    }
+}
+
+impl Handler<RemoteFrame> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: RemoteFrame, _: &mut Context<Self>) {
+        self.router.deliver_remote(msg.route.as_deref(), &msg.frame);
         self.hand_on_demand();
     }
 }

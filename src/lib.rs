@@ -15,6 +15,8 @@
 //! - [`policy`]: what each group allows, by name rules, in one type.
 //! - [`router`]: every routing rule, synchronous: what happens to a join, a publish, a
 //!   direct message, from a session or from the server.
+//! - [`cluster`]: cluster mode (`--redis`): the `Broker` seam between the router and the
+//!   other nodes, and its Redis implementation.
 //! - [`hub`]: the `Hub` actor, a thin shell around the router, and its messages
 //!   (`hub/messages.rs`).
 //! - [`session`]: the `Session` actor, one per WebSocket; the only code touching a socket.
@@ -25,6 +27,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fdlimit;

@@ -506,6 +506,9 @@ pub enum Event<'a> {
         /// A direct message kept for its recipient, who has no live session now.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         stored: bool,
+        /// Cluster mode: the other nodes were told too (`delivered` counts this node's).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        cluster: bool,
     },
     Subscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -912,6 +915,7 @@ mod tests {
                 id: Some(&id),
                 delivered: 2,
                 stored: false,
+                cluster: false,
             })
             .to_string(),
             r#"{"type":"ack","id":7,"delivered":2}"#
@@ -921,6 +925,7 @@ mod tests {
                 id: None,
                 delivered: 0,
                 stored: true,
+                cluster: false,
             })
             .to_string(),
             r#"{"type":"ack","delivered":0,"stored":true}"#

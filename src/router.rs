@@ -24,6 +24,7 @@ use bytestring::ByteString;
 use serde_json::value::RawValue;
 
 use crate::auth::Grant;
+use crate::cluster::{Broker, Route};
 use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::history::{History, MemoryHistory, Position, Recovery, Retention, StreamKey};
 use crate::outbox::{Outbox, WakeBatch};
@@ -90,6 +91,9 @@ pub struct Outcome {
     pub members: usize,
     /// For `direct`: kept in the recipient's stream while it has no live session.
     pub stored: bool,
+    /// Cluster mode: the message was handed on to the other nodes too (`delivered`
+    /// counts this node's sessions only).
+    pub cluster: bool,
 }
 
 /// The counters the hub reports.
@@ -213,6 +217,9 @@ pub struct Router {
     recall: Recall,
     messages_in: u64,
     delivered: Deliveries,
+    /// Cluster mode: how the other nodes are told of messages and of what this node's
+    /// sessions need. `None` on a single node, where none of it runs.
+    broker: Option<Box<dyn Broker>>,
 }
 
 impl Router {
@@ -235,7 +242,16 @@ impl Router {
             recall: Recall::default(),
             messages_in: 0,
             delivered: Deliveries::default(),
+            broker: None,
         }
+    }
+
+    /// The same router in cluster mode: messages go to the other nodes through `broker`
+    /// too. Nothing is numbered or kept for recovery (history is per node until it moves
+    /// to Redis): messages carry no offset, and `since` answers `recovered: false`.
+    pub fn with_broker(mut self, broker: Box<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
     }
 
     /// The same router keeping history as `recall` says.
@@ -331,6 +347,9 @@ impl Router {
         since: Option<&Position>,
     ) -> Result<Outcome, ReplyError> {
         let (name, changes) = self.pool.join(id, name, grant)?;
+        if self.broker.is_some() && self.pool.session_count(&name) == 1 {
+            self.user_interest(&name, true);
+        }
         let key = StreamKey::User(name.clone());
         let now = (self.recall.clock)();
         self.recall.history.touch(&key, now);
@@ -488,6 +507,9 @@ impl Router {
         // Checked, so that an error never echoes more than a valid name, and in NFC, as
         // names are kept.
         let to = normalize_name(to)?;
+        if self.broker.is_some() {
+            return Ok(self.send_across(sender, &from, &to, post));
+        }
         let key = StreamKey::user(&to);
         let now = (self.recall.clock)();
         let retention = self.recall.users;
@@ -561,8 +583,10 @@ impl Router {
             &mut self.wakes,
             &mut self.unreachable,
         );
+        let cluster = self.tell_cluster(Route::Everyone, &frame);
         let outcome = self.finish(Outcome {
             delivered,
+            cluster,
             ..Outcome::default()
         });
         Ok(self.counted(Kind::Broadcast, outcome))
@@ -589,6 +613,11 @@ impl Router {
                 ));
             }
             self.pool.check_grant(*id, group)?;
+        }
+        if self.broker.is_some() {
+            // Cluster mode: other nodes may have members; nothing is numbered (see
+            // `with_broker`).
+            return Ok(self.publish_unnumbered(from, group, &name, post));
         }
         let retention = policy.history;
         if self.pool.group(group).is_none() && (policy.feed || !retention.keeps()) {
@@ -786,8 +815,10 @@ impl Router {
             ),
             None => 0,
         };
+        let cluster = self.tell_cluster(Route::Group(group), &frame);
         let outcome = self.finish(Outcome {
             delivered,
+            cluster,
             ..Outcome::default()
         });
         self.counted(Kind::Group, outcome)
@@ -1037,6 +1068,10 @@ impl Router {
         let Some(since) = since else {
             return (self.recall.history.position(key, now), None);
         };
+        if self.broker.is_some() {
+            // Cluster mode keeps no history yet: what other nodes sent cannot be replayed.
+            return (self.recall.history.position(key, now), Some(false));
+        }
         let (recovery, position) = self.recall.history.since(key, since, usize::MAX, now);
         match recovery {
             Recovery::Recovered(frames)
@@ -1049,6 +1084,93 @@ impl Router {
                 (position, Some(true))
             }
             _ => (position, Some(false)),
+        }
+    }
+
+    /// Cluster mode's `direct`: to this node's sessions of `to` and to the other nodes,
+    /// unnumbered. Never `not_found`: the user may be online on another node.
+    fn send_across(
+        &mut self,
+        sender: Option<SessionId>,
+        from: &str,
+        to: &str,
+        post: Post<'_>,
+    ) -> Outcome {
+        let frame = encode(&Event::Message {
+            kind: Kind::Direct,
+            from,
+            to: Some(to),
+            group: None,
+            mid: post.mid,
+            offset: None,
+            body: post.body,
+            ts: (self.recall.clock)(),
+        });
+        let delivered = match self.pool.user_outboxes(to) {
+            Some(targets) => deliver(
+                targets,
+                &frame,
+                sender,
+                &mut self.wakes,
+                &mut self.unreachable,
+            ),
+            None => 0,
+        };
+        let cluster = self.tell_cluster(Route::User(to), &frame);
+        let outcome = self.finish(Outcome {
+            delivered,
+            cluster,
+            ..Outcome::default()
+        });
+        self.counted(Kind::Direct, outcome)
+    }
+
+    /// Cluster mode: a message another node routed, delivered to this node's sessions on
+    /// `route` (that node delivered to its own and acknowledged it).
+    pub fn deliver_remote(&mut self, route: Route<&str>, frame: &ByteString) -> Outcome {
+        let (wakes, unreachable) = (&mut self.wakes, &mut self.unreachable);
+        let delivered = match route {
+            Route::Group(g) => self.pool.group(g).map_or(0, |m| {
+                deliver(m.outboxes(), frame, None, wakes, unreachable)
+            }),
+            Route::User(u) => self
+                .pool
+                .user_outboxes(u)
+                .map_or(0, |t| deliver(t, frame, None, wakes, unreachable)),
+            Route::Everyone => {
+                deliver(self.pool.joined_outboxes(), frame, None, wakes, unreachable)
+            }
+        };
+        let outcome = self.finish(Outcome {
+            delivered,
+            ..Outcome::default()
+        });
+        let n = outcome.delivered as u64;
+        match route {
+            Route::Group(_) => self.delivered.group += n,
+            Route::User(_) => self.delivered.direct += n,
+            Route::Everyone => self.delivered.broadcast += n,
+        }
+        outcome
+    }
+
+    /// Hands a routed message to the other nodes, in cluster mode; whether it was.
+    fn tell_cluster(&mut self, route: Route<&str>, frame: &ByteString) -> bool {
+        match &mut self.broker {
+            Some(broker) => broker.publish(route, frame),
+            None => false,
+        }
+    }
+
+    /// Cluster mode: user `name` got its first session on this node, or lost its last;
+    /// broadcasts follow the joined users: wanted while there is one.
+    fn user_interest(&mut self, name: &str, wanted: bool) {
+        let users = self.pool.sizes().1;
+        if let Some(broker) = &mut self.broker {
+            broker.interest(Route::User(name), wanted);
+            if users == usize::from(wanted) {
+                broker.interest(Route::Everyone, wanted);
+            }
         }
     }
 
@@ -1080,6 +1202,11 @@ impl Router {
         }
         let name = entry.name.clone();
         let changes = self.pool.disconnect(id);
+        if let Some(name) = &name {
+            if self.broker.is_some() && self.pool.user_outboxes(name).is_none() {
+                self.user_interest(name, false);
+            }
+        }
         if let Some(name) = name {
             // The user was seen until now: direct messages are stored for it for a while.
             let now = (self.recall.clock)();
@@ -1118,6 +1245,11 @@ impl Router {
                 self.recall
                     .history
                     .release(&StreamKey::Group(change.group.clone()), now);
+            }
+            if change.first != change.last {
+                if let Some(broker) = &mut self.broker {
+                    broker.interest(Route::Group(&change.group), change.first);
+                }
             }
             if (change.first || change.last) && self.feeds.contains(&change.group) {
                 self.demand.push(Demand {

@@ -61,6 +61,8 @@ pub struct Started {
     pub ticker: Addr<Ticker>,
     /// The hub's and the ticker's own threads; stopped by [`Started::stop_threads`].
     pub arbiters: [Arbiter; 2],
+    /// Cluster mode's thread (`--redis`): the Redis I/O, off the hub's.
+    pub cluster: Option<Arbiter>,
     /// The API's own listener (`--api-bind`) and its address, when it has one.
     pub api_server: Option<(Server, std::net::SocketAddr)>,
     /// Set it and `/readyz` answers 503 ([`run`] does on shutdown).
@@ -70,7 +72,7 @@ pub struct Started {
 impl Started {
     /// Stops the hub's and the ticker's threads (after the server has ended).
     pub fn stop_threads(&self) {
-        for arbiter in &self.arbiters {
+        for arbiter in self.arbiters.iter().chain(&self.cluster) {
             arbiter.stop();
         }
     }
@@ -103,7 +105,29 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     // routing, nor routing behind them.
     let hub_thread = Arbiter::new();
     let hub_config = config.hub();
-    let hub = Hub::start_in_arbiter(&hub_thread.handle(), move |_| Hub::new(hub_config));
+    // Cluster mode: the router tells the other nodes through a broker whose Redis I/O
+    // runs on a thread of its own.
+    let (broker, cluster_tasks) = match config.cluster(listener.local_addr()?.port()) {
+        Some(cluster) => {
+            let (broker, tasks) = crate::cluster::RedisBroker::new(&cluster).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+            })?;
+            (Some(broker), Some(tasks))
+        }
+        None => (None, None),
+    };
+    let hub = Hub::start_in_arbiter(&hub_thread.handle(), move |_| {
+        let hub = Hub::new(hub_config);
+        match broker {
+            Some(broker) => hub.with_broker(Box::new(broker)),
+            None => hub,
+        }
+    });
+    let cluster_thread = cluster_tasks.map(|tasks| {
+        let thread = Arbiter::new();
+        tasks.spawn(&thread.handle(), hub.clone().recipient());
+        thread
+    });
     let ticker_thread = Arbiter::new();
     let (market, frames) = (config.market(), hub.clone().recipient());
     let ticker = Ticker::start_in_arbiter(&ticker_thread.handle(), move |_| {
@@ -272,6 +296,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         hub,
         ticker,
         arbiters: [hub_thread, ticker_thread],
+        cluster: cluster_thread,
         api_server,
         draining,
     })
@@ -288,6 +313,7 @@ pub async fn run(
         server,
         hub,
         arbiters,
+        cluster,
         api_server,
         draining,
         ..
@@ -322,7 +348,7 @@ pub async fn run(
     if let Some(api) = api_handle {
         api.stop(true).await;
     }
-    for arbiter in &arbiters {
+    for arbiter in arbiters.iter().chain(&cluster) {
         arbiter.stop();
     }
     result.unwrap_or_else(|e| Err(std::io::Error::other(e)))

@@ -267,3 +267,12 @@ pub struct List {
     pub after: Option<String>,
     pub limit: usize,
 }
+
+/// Cluster mode: a message another node routed, for this node's sessions on `route`
+/// (the frame as that node encoded it; see [`crate::cluster`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoteFrame {
+    pub route: crate::cluster::Route<Box<str>>,
+    pub frame: ByteString,
+}
