@@ -51,7 +51,7 @@ scripts/autobahn.sh "$WXHUB_BIN"
 echo "== the server API against its OpenAPI document (scripts/schemathesis.sh)"
 scripts/schemathesis.sh "$WXHUB_BIN"
 
-for suite in clients/js tests/browser examples/miniprogram/test; do
+for suite in clients/js tests/browser tests/admin examples/miniprogram/test; do
   if [[ -f "$suite/package.json" ]]; then
     echo "== $suite"
     (cd "$suite" && npm ci --no-audit --no-fund --loglevel=error && npm test)
