@@ -67,6 +67,10 @@ pub struct Outbox {
     /// The most bytes that may wait in the queue (one frame is always taken into an
     /// empty queue, so a frame bigger than the bound is not by itself a reason to close).
     limit: usize,
+    /// The close frame's reason text, when not the reason's own (the server API's).
+    /// Outside the queue: the queue is what every push touches, and it stays in one
+    /// cache line.
+    note: OnceLock<Arc<str>>,
 }
 
 /// How an outbox wakes whoever drains it.
@@ -86,8 +90,6 @@ struct Queue {
     woken: bool,
     /// Set when the outbox must not take more frames; the session closes with it.
     closed: Option<CloseReason>,
-    /// The close frame's reason text, when not the reason's own (the server API's).
-    note: Option<std::sync::Arc<str>>,
     /// The hub asked the session to check its client's liveness (ping, or time out).
     beat: bool,
 }
@@ -109,6 +111,7 @@ impl Outbox {
             notify: Notify::Waker(AtomicWaker::new()),
             sink: OnceLock::new(),
             limit,
+            note: OnceLock::new(),
         }
     }
 
@@ -119,6 +122,7 @@ impl Outbox {
             notify: Notify::Message(recipient),
             sink: OnceLock::new(),
             limit,
+            note: OnceLock::new(),
         }
     }
 
@@ -211,20 +215,15 @@ impl Outbox {
     }
 
     /// Closes as [`Outbox::close`] does, with `note` as the close frame's reason text.
-    pub fn close_with_note(&self, reason: CloseReason, note: std::sync::Arc<str>) {
-        self.change(None, |q| {
-            if q.closed.is_some() {
-                return false;
-            }
-            q.closed = Some(reason);
-            q.note = Some(note);
-            true
-        });
+    pub fn close_with_note(&self, reason: CloseReason, note: Arc<str>) {
+        // Set before the close, so the session finds it when it sees the close.
+        let _ = self.note.set(note);
+        self.close(reason);
     }
 
     /// The reason text given with the close, if any.
-    pub fn close_note(&self) -> Option<std::sync::Arc<str>> {
-        self.lock().note.clone()
+    pub fn close_note(&self) -> Option<Arc<str>> {
+        self.note.get().cloned()
     }
 
     /// Moves everything queued into `out` (which must be empty), and returns the close
