@@ -8,28 +8,21 @@
 //! `PUBSUB NUMSUB` before it counts on a node hearing a channel.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/redis.rs"]
 mod redis_server;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Instant;
+use process::HubProcess;
 
-use common::{http, Client, WAIT};
+use common::{http, Client};
 use redis_server::RedisServer;
 use serde_json::{json, Value};
 
 const API_KEY: &str = "cluster-test-key-0123456789";
 
 /// A hub process in cluster mode on a free port; killed when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+type Node = HubProcess;
 
 impl Node {
     fn start(redis: &RedisServer, name: &str) -> Node {
@@ -37,59 +30,12 @@ impl Node {
     }
 
     fn start_with_url(url: &str, name: &str) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wxhub"))
-            .args(["--bind", "127.0.0.1:0", "--node-name", name])
-            .args(["--redis", url])
-            .env("WXHUB_API_KEY", API_KEY)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the hub binary starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut node = Node {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            log,
-            seen: Vec::new(),
-        };
+        let mut cmd = HubProcess::command();
+        cmd.args(["--node-name", name, "--redis", url])
+            .env("WXHUB_API_KEY", API_KEY);
+        let mut node = HubProcess::spawn(cmd);
         node.wait_log(&format!("cluster mode: node {name}/"));
-        let line = node.wait_log("listening on http://");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .expect("an address in the startup line");
-        node.addr = addr.parse().expect("a socket address");
         node
-    }
-
-    /// Waits for a log line containing `needle` and returns it.
-    fn wait_log(&mut self, needle: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("the hub never logged {needle:?}; it logged {:?}", self.seen),
-            }
-        }
     }
 
     async fn client(&self) -> Client {
@@ -121,13 +67,6 @@ impl Node {
         .await;
         assert_eq!(reply.status, 200, "{reply:?}");
         reply.json()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,32 +1,22 @@
 //! The hub binary as its own process, for what only a process shows: its resident memory
 //! under a hostile peer, and the open-files limit it runs under.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long any expected event may take.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A hub process on a free port; killed when dropped.
-struct HubProcess {
-    child: Child,
-    addr: SocketAddr,
-    /// The lines the hub logged so far, as they come.
-    log: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+#[path = "common/process.rs"]
+mod process;
+
+use process::HubProcess;
 
 impl HubProcess {
     fn start(args: &[&str], open_files: Option<u64>) -> HubProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxhub"));
-        cmd.args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = HubProcess::command();
+        cmd.args(args);
         if let Some(n) = open_files {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; it only lowers this child's limit.
@@ -43,57 +33,7 @@ impl HubProcess {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("the hub binary starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut hub = HubProcess {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            log,
-            seen: Vec::new(),
-        };
-        let line = hub.wait_log("listening on http://");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .expect("an address in the startup line");
-        hub.addr = addr.parse().expect("a socket address");
-        hub
-    }
-
-    /// Waits for a log line containing `needle` and returns it.
-    fn wait_log(&mut self, needle: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("the hub never logged {needle:?}; it logged {:?}", self.seen),
-            }
-        }
-    }
-
-    /// Takes in whatever the hub has logged by now.
-    fn drain_log(&mut self) {
-        while let Ok(line) = self.log.try_recv() {
-            self.seen.push(line);
-        }
+        HubProcess::spawn(cmd)
     }
 
     /// The hub's resident memory, in KiB.
@@ -138,13 +78,6 @@ impl HubProcess {
             .and_then(|c| c.parse().ok())
             .expect("a status line");
         (s, status)
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
