@@ -28,7 +28,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 
 pub use memory::MemoryBroker;
-pub use pubsub::RedisBroker;
+pub use pubsub::{RedisBroker, RedisHealth};
 
 /// Where a message goes, across nodes: the sessions of a group, of a user, or every
 /// joined session. `S` is `&str` going out and `Box<str>` coming in.

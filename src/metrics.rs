@@ -183,11 +183,23 @@ impl Metrics {
         self.route_seconds.observe(took.as_secs_f64());
     }
 
-    /// The exposition: these counters, and the hub's `stats` as of now.
-    pub fn render(&self, stats: Option<&Stats>) -> String {
+    /// The exposition: these counters, the hub's `stats` as of now, and in cluster mode
+    /// whether Redis is reachable.
+    pub fn render(&self, stats: Option<&Stats>, redis_up: Option<bool>) -> String {
         let mut families = self.registry.gather();
         if let Some(stats) = stats {
             families.extend(snapshot(stats).gather());
+        }
+        if let Some(up) = redis_up {
+            let registry = Registry::new();
+            if let Ok(g) = IntGauge::new(
+                "wxhub_redis_up",
+                "Cluster mode: 1 while this node is subscribed on Redis and can publish there, 0 while it cannot (messages then do not cross nodes).",
+            ) {
+                g.set(i64::from(up));
+                let _ = registry.register(Box::new(g));
+            }
+            families.extend(registry.gather());
         }
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();

@@ -48,6 +48,8 @@ struct AppState {
     allowed_origins: Arc<Vec<String>>,
     /// Set on SIGTERM: `/readyz` answers 503 while the hub drains.
     draining: Arc<AtomicBool>,
+    /// Cluster mode: whether Redis is reachable (`/readyz` is 503 while it is not).
+    redis: Option<Arc<crate::cluster::RedisHealth>>,
     /// Whose `X-Forwarded-For` to believe (`--trusted-proxies`).
     trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
@@ -123,6 +125,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             None => hub,
         }
     });
+    let redis_health = cluster_tasks.as_ref().map(|tasks| tasks.health());
     let cluster_thread = cluster_tasks.map(|tasks| {
         let thread = Arbiter::new();
         tasks.spawn(&thread.handle(), hub.clone().recipient());
@@ -177,6 +180,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         }),
         live: Arc::new(AtomicUsize::new(0)),
         draining: Arc::new(AtomicBool::new(false)),
+        redis: redis_health.clone(),
         trusted_proxies: Arc::new(
             config
                 .trusted_proxies
@@ -211,6 +215,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     };
     let metrics_apart = api_apart.is_some();
     let metrics_hub = hub.clone();
+    let metrics_redis = redis_health.clone();
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(web::Data::new(state.clone()))
@@ -229,6 +234,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             let gate = MetricsGate {
                 hub: metrics_hub.clone(),
                 key: api_here.clone(),
+                redis: metrics_redis.clone(),
             };
             app = app
                 .app_data(web::Data::new(gate))
@@ -261,13 +267,18 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
                 .map_err(|e| std::io::Error::new(e.kind(), format!("--api-bind {addr}: {e}")))?;
             let addr = listener.local_addr()?;
             log::info!("server API and metrics on http://{addr}/ (--api-bind)");
-            let ready = draining.clone();
+            let ready = Readiness {
+                draining: draining.clone(),
+                redis: redis_health.clone(),
+            };
             let gate_hub = hub.clone();
+            let gate_redis = redis_health.clone();
             let server = HttpServer::new(move || {
                 // Internal: metrics need no key here.
                 let gate = MetricsGate {
                     hub: gate_hub.clone(),
                     key: None,
+                    redis: gate_redis.clone(),
                 };
                 let app = App::new()
                     .app_data(web::Data::new(ready.clone()))
@@ -593,6 +604,8 @@ struct MetricsGate {
     hub: Addr<Hub>,
     /// The API, whose key `/metrics` then needs.
     key: Option<Arc<crate::api::Api>>,
+    /// Cluster mode: reported as `wxhub_redis_up`.
+    redis: Option<Arc<crate::cluster::RedisHealth>>,
 }
 
 /// Prometheus' text format: the process's counters and the hub's numbers now.
@@ -609,15 +622,28 @@ async fn metrics(req: HttpRequest, gate: web::Data<MetricsGate>) -> HttpResponse
         .and_then(Result::ok);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::METRICS.render(stats.as_ref()))
+        .body(crate::metrics::METRICS.render(stats.as_ref(), gate.redis.as_ref().map(|r| r.up())))
 }
 
-/// Accepting connections: 200; draining after SIGTERM: 503.
-fn ready(draining: &AtomicBool) -> HttpResponse {
-    if draining.load(std::sync::atomic::Ordering::SeqCst) {
+/// What `/readyz` on the API's own listener reads.
+#[derive(Clone)]
+struct Readiness {
+    draining: Arc<AtomicBool>,
+    redis: Option<Arc<crate::cluster::RedisHealth>>,
+}
+
+/// Accepting connections: 200; draining after SIGTERM, or in cluster mode without
+/// Redis (messages would not reach the other nodes): 503.
+fn ready(draining: &AtomicBool, redis: Option<&crate::cluster::RedisHealth>) -> HttpResponse {
+    let not_ready = |why: &'static str| {
         HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
-            .body("draining\n")
+            .body(why)
+    };
+    if draining.load(std::sync::atomic::Ordering::SeqCst) {
+        not_ready("draining\n")
+    } else if redis.is_some_and(|r| !r.up()) {
+        not_ready("redis unavailable\n")
     } else {
         HttpResponse::Ok()
             .content_type("text/plain")
@@ -626,9 +652,9 @@ fn ready(draining: &AtomicBool) -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    ready(&state.draining)
+    ready(&state.draining, state.redis.as_deref())
 }
 
-async fn readyz_apart(draining: web::Data<Arc<AtomicBool>>) -> HttpResponse {
-    ready(&draining)
+async fn readyz_apart(readiness: web::Data<Readiness>) -> HttpResponse {
+    ready(&readiness.draining, readiness.redis.as_deref())
 }

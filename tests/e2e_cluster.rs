@@ -327,10 +327,30 @@ async fn malformed_messages_on_redis_are_dropped_and_recovery_says_not_recovered
     );
 }
 
+/// `/readyz`'s status and `wxhub_redis_up` on node `n`.
+async fn readiness(n: &Node) -> (u16, Option<String>) {
+    let ready = http(n.addr, "GET", "/readyz", &[], b"").await.status;
+    let metrics = http(
+        n.addr,
+        "GET",
+        "/metrics",
+        &[&format!("Authorization: Bearer {API_KEY}")],
+        b"",
+    )
+    .await;
+    let up = metrics
+        .body
+        .lines()
+        .find(|l| l.starts_with("wxhub_redis_up "))
+        .map(|l| l["wxhub_redis_up ".len()..].to_owned());
+    (ready, up)
+}
+
 #[tokio::test]
 async fn a_node_without_its_redis_still_routes_locally() {
     let redis = RedisServer::start();
     let url = redis.url();
+    let port = redis.port;
     drop(redis); // nothing listens there now
     let mut a = Node::start_with_url(&url, "lonely");
     let mut a1 = a.joined("a1", &["room"]).await;
@@ -349,4 +369,32 @@ async fn a_node_without_its_redis_still_routes_locally() {
         a1.request(json!({"type":"ping","id":2})).await["type"],
         "pong"
     );
+    // Not ready without Redis, and the metric says why.
+    assert_eq!(readiness(&a).await, (503, Some("0".to_owned())));
+
+    // Redis comes (back): the node subscribes again, becomes ready, and messages cross.
+    let redis = RedisServer::start_on(port).expect("redis-server on the same port");
+    a.wait_log("cluster: subscribed on Redis again");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while readiness(&a).await != (200, Some("1".to_owned())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            readiness(&a).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let b = Node::start(&redis, "late");
+    let mut b1 = b.joined("b1", &["room"]).await;
+    redis.wait_subscribers("wxhub:g:room", 2).await;
+    b1.send_json(json!({"type":"publish","group":"room","body":"across again"}))
+        .await;
+    expect_message(&mut a1, &json!("across again")).await;
+    expect_message(&mut a2, &json!("across again")).await;
+    // And the other way: the node that was cut off publishes to Redis again at once.
+    expect_message(&mut b1, &json!("across again")).await; // b1's own copy
+    assert_eq!(b1.recv_json().await["type"], "ack");
+    a1.send_json(json!({"type":"publish","group":"room","body":"from a again"}))
+        .await;
+    expect_message(&mut b1, &json!("from a again")).await;
 }

@@ -20,7 +20,7 @@
 //! [`MAX_QUEUED`], past which the router is told "not handed on".
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,8 +59,23 @@ pub struct RedisBroker {
     full: bool,
 }
 
+/// Whether this node can reach Redis: subscribed, and not failing to publish. Read by
+/// `/readyz` (not ready without it) and `/metrics` (`wxhub_redis_up`).
+#[derive(Debug, Default)]
+pub struct RedisHealth {
+    subscribed: AtomicBool,
+    publish_failing: AtomicBool,
+}
+
+impl RedisHealth {
+    pub fn up(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed) && !self.publish_failing.load(Ordering::Relaxed)
+    }
+}
+
 /// The tasks' ends, until [`Tasks::spawn`] starts them.
 pub struct Tasks {
+    health: Arc<RedisHealth>,
     client: redis::Client,
     node: Arc<str>,
     channels: Channels,
@@ -93,6 +108,7 @@ impl RedisBroker {
             full: false,
         };
         let tasks = Tasks {
+            health: Arc::new(RedisHealth::default()),
             client,
             node,
             channels,
@@ -138,8 +154,14 @@ impl Broker for RedisBroker {
 
 impl Tasks {
     /// Starts the publisher and the subscriber on `on`; remote frames go to `hub`.
+    /// What `/readyz` and `/metrics` read of the connection to Redis.
+    pub fn health(&self) -> Arc<RedisHealth> {
+        self.health.clone()
+    }
+
     pub fn spawn(self, on: &ArbiterHandle, hub: Recipient<RemoteFrame>) {
         let Tasks {
+            health,
             client,
             node,
             channels,
@@ -148,7 +170,13 @@ impl Tasks {
             queued,
             max_frame_bytes,
         } = self;
-        on.spawn(publisher(client.clone(), node.clone(), publish, queued));
+        on.spawn(publisher(
+            client.clone(),
+            node.clone(),
+            publish,
+            queued,
+            health.clone(),
+        ));
         let inbound = Inbound {
             node,
             channels,
@@ -156,7 +184,7 @@ impl Tasks {
             hub,
             dropped: 0,
         };
-        on.spawn(subscriber(client, interest, inbound));
+        on.spawn(subscriber(client, interest, inbound, health));
     }
 }
 
@@ -166,6 +194,7 @@ async fn publisher(
     node: Arc<str>,
     mut queue: mpsc::UnboundedReceiver<(String, ByteString)>,
     queued: Arc<AtomicUsize>,
+    health: Arc<RedisHealth>,
 ) {
     let mut conn: Option<ConnectionManager> = None;
     let mut failing = false;
@@ -181,7 +210,10 @@ async fn publisher(
                 .arg(envelope(&node, &frame))
                 .ignore();
         }
-        if conn.is_none() && tokio::time::Instant::now() >= retry_at {
+        // The subscriber reaching Redis again means it is back: no need to wait out the
+        // backoff (and drop what is published meanwhile).
+        let back = failing && health.subscribed.load(Ordering::Relaxed);
+        if conn.is_none() && (tokio::time::Instant::now() >= retry_at || back) {
             // One quick attempt: while Redis is away the queue is dropped, not held.
             let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(0)
@@ -200,6 +232,9 @@ async fn publisher(
                 "not connected",
             ))),
         };
+        health
+            .publish_failing
+            .store(result.is_err(), Ordering::Relaxed);
         match result {
             Err(e) if !failing => {
                 failing = true;
@@ -220,6 +255,7 @@ async fn subscriber(
     client: redis::Client,
     mut changes: mpsc::UnboundedReceiver<(String, bool)>,
     mut inbound: Inbound,
+    health: Arc<RedisHealth>,
 ) {
     let mut wanted: HashSet<String> = HashSet::new();
     let mut delay = BACKOFF.0;
@@ -249,6 +285,10 @@ async fn subscriber(
             delay = (delay * 2).min(BACKOFF.1);
             continue;
         }
+        health.subscribed.store(true, Ordering::Relaxed);
+        // Redis answers again: the publisher's last failure is stale (it reconnects with
+        // its next message).
+        health.publish_failing.store(false, Ordering::Relaxed);
         if std::mem::replace(&mut failing, false) {
             log::info!(
                 "cluster: subscribed on Redis again ({} channels)",
@@ -278,6 +318,7 @@ async fn subscriber(
                 },
             }
         }
+        health.subscribed.store(false, Ordering::Relaxed);
         failing = true;
     }
 }

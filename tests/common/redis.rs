@@ -38,7 +38,8 @@ impl RedisServer {
         panic!("redis-server did not start on any free port");
     }
 
-    fn start_on(port: u16) -> Option<RedisServer> {
+    /// Starts one on `port` (again, after an outage); `None` if it cannot.
+    pub fn start_on(port: u16) -> Option<RedisServer> {
         let mut child = Command::new(REDIS_SERVER)
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
