@@ -543,16 +543,7 @@ impl Router {
                     extra,
                 )
             });
-        let delivered = match self.pool.user_outboxes(&to) {
-            Some(targets) => deliver(
-                targets,
-                &frame,
-                sender,
-                &mut self.wakes,
-                &mut self.unreachable,
-            ),
-            None => 0,
-        };
+        let delivered = self.deliver_local(Route::User(&to), &frame, sender);
         let outcome = self.finish(Outcome {
             delivered,
             stored,
@@ -575,21 +566,7 @@ impl Router {
             body: post.body,
             ts: now_ms(),
         });
-        let targets = self.pool.joined_outboxes();
-        let delivered = deliver(
-            targets,
-            &frame,
-            sender,
-            &mut self.wakes,
-            &mut self.unreachable,
-        );
-        let cluster = self.tell_cluster(Route::Everyone, &frame);
-        let outcome = self.finish(Outcome {
-            delivered,
-            cluster,
-            ..Outcome::default()
-        });
-        Ok(self.counted(Kind::Broadcast, outcome))
+        Ok(self.route_unnumbered(Route::Everyone, &frame, sender))
     }
 
     /// `publish`: a `message` event to every member session of a group, if the group's
@@ -655,17 +632,10 @@ impl Router {
                     extra,
                 )
             });
-        let Some(members) = self.pool.group(group) else {
+        if self.pool.group(group).is_none() {
             self.recall.history.release(&key, now);
-            return Ok(self.counted(Kind::Group, Outcome::default()));
-        };
-        let delivered = deliver(
-            members.outboxes(),
-            &frame,
-            from.session(),
-            &mut self.wakes,
-            &mut self.unreachable,
-        );
+        }
+        let delivered = self.deliver_local(Route::Group(group), &frame, from.session());
         let outcome = self.finish(Outcome {
             delivered,
             ..Outcome::default()
@@ -805,23 +775,7 @@ impl Router {
             body: post.body,
             ts: (self.recall.clock)(),
         });
-        let delivered = match self.pool.group(group) {
-            Some(members) => deliver(
-                members.outboxes(),
-                &frame,
-                from.session(),
-                &mut self.wakes,
-                &mut self.unreachable,
-            ),
-            None => 0,
-        };
-        let cluster = self.tell_cluster(Route::Group(group), &frame);
-        let outcome = self.finish(Outcome {
-            delivered,
-            cluster,
-            ..Outcome::default()
-        });
-        self.counted(Kind::Group, outcome)
+        self.route_unnumbered(Route::Group(group), &frame, from.session())
     }
 
     // ---- the server API's listings and actions on users ---------------------------------
@@ -888,13 +842,7 @@ impl Router {
                 format!("{group} keeps no messages (market data)"),
             ));
         }
-        let now = (self.recall.clock)();
-        let key = StreamKey::group(group);
-        let (frames, position) = self.recall.history.latest(&key, limit, now);
-        if self.pool.group(group).is_none() {
-            self.recall.history.release(&key, now);
-        }
-        Ok(encode_group_history(None, group, &position, &frames))
+        Ok(self.newest_messages(group, limit, None))
     }
 
     /// One page of the groups, each with its member count (`subscribed`'s `members`).
@@ -1031,13 +979,25 @@ impl Router {
         if !policy.open && !entry.grant.allows(group) {
             return Err(forbidden(group));
         }
+        let frame = self.newest_messages(group, limit, request);
+        self.reply(id, &frame);
+        Ok(Outcome::default())
+    }
+
+    /// A `history` reply for a group: its newest `limit` kept messages, cut (newest kept)
+    /// to what an outbox takes, since a reply the session is closed for helps nobody.
+    fn newest_messages(
+        &mut self,
+        group: &str,
+        limit: usize,
+        request: Option<&RequestId>,
+    ) -> ByteString {
         let now = (self.recall.clock)();
         let key = StreamKey::group(group);
         let (frames, position) = self.recall.history.latest(&key, limit, now);
         if self.pool.group(group).is_none() {
             self.recall.history.release(&key, now);
         }
-        // Cut to what the outbox takes, newest kept: a reply the session would be closed for helps nobody.
         let mut budget = self.recall.max_replay_bytes;
         let keep = frames
             .iter()
@@ -1050,9 +1010,7 @@ impl Router {
                 None => false,
             })
             .count();
-        let frame = encode_group_history(request, group, &position, &frames[frames.len() - keep..]);
-        self.reply(id, &frame);
-        Ok(Outcome::default())
+        encode_group_history(request, group, &position, &frames[frames.len() - keep..])
     }
 
     /// Queues for session `id` what its stream `key` holds after `since`, if all of it
@@ -1106,52 +1064,76 @@ impl Router {
             body: post.body,
             ts: (self.recall.clock)(),
         });
-        let delivered = match self.pool.user_outboxes(to) {
-            Some(targets) => deliver(
-                targets,
-                &frame,
-                sender,
-                &mut self.wakes,
-                &mut self.unreachable,
-            ),
-            None => 0,
-        };
-        let cluster = self.tell_cluster(Route::User(to), &frame);
-        let outcome = self.finish(Outcome {
-            delivered,
-            cluster,
-            ..Outcome::default()
-        });
-        self.counted(Kind::Direct, outcome)
+        self.route_unnumbered(Route::User(to), &frame, sender)
     }
 
     /// Cluster mode: a message another node routed, delivered to this node's sessions on
     /// `route` (that node delivered to its own and acknowledged it).
     pub fn deliver_remote(&mut self, route: Route<&str>, frame: &ByteString) -> Outcome {
-        let (wakes, unreachable) = (&mut self.wakes, &mut self.unreachable);
-        let delivered = match route {
-            Route::Group(g) => self.pool.group(g).map_or(0, |m| {
-                deliver(m.outboxes(), frame, None, wakes, unreachable)
-            }),
-            Route::User(u) => self
-                .pool
-                .user_outboxes(u)
-                .map_or(0, |t| deliver(t, frame, None, wakes, unreachable)),
-            Route::Everyone => {
-                deliver(self.pool.joined_outboxes(), frame, None, wakes, unreachable)
-            }
-        };
+        let delivered = self.deliver_local(route, frame, None);
         let outcome = self.finish(Outcome {
             delivered,
             ..Outcome::default()
         });
-        let n = outcome.delivered as u64;
+        self.tally(route, outcome.delivered);
+        outcome
+    }
+
+    /// A message without an offset (broadcast; anything in cluster mode): delivered to
+    /// this node's sessions on `route`, handed to the other nodes, counted.
+    fn route_unnumbered(
+        &mut self,
+        route: Route<&str>,
+        frame: &ByteString,
+        sender: Option<SessionId>,
+    ) -> Outcome {
+        let delivered = self.deliver_local(route, frame, sender);
+        let cluster = self.tell_cluster(route, frame);
+        let outcome = self.finish(Outcome {
+            delivered,
+            cluster,
+            ..Outcome::default()
+        });
+        self.messages_in += 1;
+        self.tally(route, outcome.delivered);
+        outcome
+    }
+
+    /// Queues `frame` for this node's sessions on `route`; how many took it, `sender`'s
+    /// own copy not counted.
+    fn deliver_local(
+        &mut self,
+        route: Route<&str>,
+        frame: &ByteString,
+        sender: Option<SessionId>,
+    ) -> usize {
+        let (wakes, unreachable) = (&mut self.wakes, &mut self.unreachable);
+        match route {
+            Route::Group(g) => self.pool.group(g).map_or(0, |m| {
+                deliver(m.outboxes(), frame, sender, wakes, unreachable)
+            }),
+            Route::User(u) => self
+                .pool
+                .user_outboxes(u)
+                .map_or(0, |t| deliver(t, frame, sender, wakes, unreachable)),
+            Route::Everyone => deliver(
+                self.pool.joined_outboxes(),
+                frame,
+                sender,
+                wakes,
+                unreachable,
+            ),
+        }
+    }
+
+    /// Adds deliveries to the counters of their kind.
+    fn tally(&mut self, route: Route<&str>, delivered: usize) {
+        let n = delivered as u64;
         match route {
             Route::Group(_) => self.delivered.group += n,
             Route::User(_) => self.delivered.direct += n,
             Route::Everyone => self.delivered.broadcast += n,
         }
-        outcome
     }
 
     /// Hands a routed message to the other nodes, in cluster mode; whether it was.
