@@ -20,15 +20,21 @@
 //! origin node's id, a newline, and the frame ([`envelope`], [`open`]); a node drops its
 //! own messages (it delivered them already) and anything malformed.
 
+pub mod hold;
 pub mod memory;
 pub mod pubsub;
+pub mod streams;
 
 use std::sync::Arc;
 
 use bytestring::ByteString;
 
+pub use hold::Holds;
 pub use memory::MemoryBroker;
 pub use pubsub::{RedisBroker, RedisHealth};
+
+use crate::history::{Position, Retention};
+use crate::protocol::Template;
 
 /// Where a message goes, across nodes: the sessions of a group, of a user, or every
 /// joined session. `S` is `&str` going out and `Box<str>` coming in.
@@ -71,6 +77,60 @@ pub trait Broker: Send {
     /// This node now has (`wanted`) or no longer has sessions on `route`. The router
     /// calls it on the first and the last, in order, never twice in a row alike.
     fn interest(&mut self, route: Route<&str>, wanted: bool);
+
+    /// Hands a message of a numbered stream (a group's or a user's, by `route`) to Redis,
+    /// which numbers it, keeps it as `retention` says and publishes it to every node
+    /// *including this one*: each node delivers the stream's messages in Redis's order.
+    /// Returns whether it was handed on.
+    fn publish_numbered(
+        &mut self,
+        route: Route<&str>,
+        template: &Template,
+        retention: Retention,
+    ) -> bool;
+
+    /// Asks for a stream's position and, as `read` says, what it holds; answered with a
+    /// [`Caught`](crate::hub::Caught) to the hub, after every message of that stream
+    /// published before the read was handed to the hub (and only once this node hears
+    /// the route's channel, if it asked for it before). Always answered, failures too.
+    fn read(&mut self, read: Read);
+
+    /// Whether Redis answers now: while it does not, the router numbers nothing and
+    /// routes locally.
+    fn up(&self) -> bool;
+}
+
+/// A read of a numbered stream in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// Names the answer.
+    pub ticket: u64,
+    /// The stream: a group's or a user's.
+    pub route: Route<Box<str>>,
+    pub ask: Ask,
+    /// Messages older than this are no longer held.
+    pub ttl_ms: u64,
+}
+
+/// What a [`Read`] wants besides the position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Nothing more (a subscribe without `since`).
+    Position,
+    /// Every message after this position, if all are held and there are at most `max`.
+    Since(Position, usize),
+    /// The newest `limit` messages held.
+    Latest(usize),
+}
+
+/// What Redis answered to a [`Read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub position: Position,
+    /// For [`Ask::Since`]: whether every message after it was there (`frames`).
+    pub recovered: Option<bool>,
+    /// Oldest first.
+    pub frames: Vec<ByteString>,
 }
 
 /// What a node needs to join a cluster.
@@ -153,6 +213,10 @@ impl Channels {
     }
 }
 
+/// The origin line of the messages of numbered streams, which the Lua script publishes:
+/// every node delivers them, the one that sent them too.
+pub const NUMBERED: &str = "#";
+
 /// The payload published for `frame`: the origin's id, a newline, the frame.
 pub fn envelope(origin: &str, frame: &str) -> Vec<u8> {
     let mut payload = Vec::with_capacity(origin.len() + 1 + frame.len());
@@ -173,11 +237,21 @@ pub enum Malformed {
     NotUtf8,
     #[error("the frame is not a JSON object")]
     NotJson,
+    #[error("a numbered frame without an offset")]
+    NoOffset,
+}
+
+/// A frame from another node (or from Redis's numbering), and its offset if it belongs
+/// to a numbered stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub frame: ByteString,
+    pub offset: Option<u64>,
 }
 
 /// The frame a payload carries, `None` when `own` sent it (delivered here already), or why
 /// it is dropped. Redis is input too: whatever a channel carries, this never panics.
-pub fn open(payload: &[u8], own: &str, max: usize) -> Result<Option<ByteString>, Malformed> {
+pub fn open(payload: &[u8], own: &str, max: usize) -> Result<Option<Opened>, Malformed> {
     if payload.len() > max {
         return Err(Malformed::TooLarge(payload.len()));
     }
@@ -190,12 +264,31 @@ pub fn open(payload: &[u8], own: &str, max: usize) -> Result<Option<ByteString>,
     if origin == own.as_bytes() {
         return Ok(None);
     }
+    let frame = checked_frame(frame)?;
+    let offset = if origin == NUMBERED.as_bytes() {
+        Some(offset_of(&frame).ok_or(Malformed::NoOffset)?)
+    } else {
+        None
+    };
+    Ok(Some(Opened { frame, offset }))
+}
+
+/// A frame from Redis as sessions may get it: what a node encodes, one JSON object.
+pub fn checked_frame(frame: &[u8]) -> Result<ByteString, Malformed> {
     let frame = std::str::from_utf8(frame).map_err(|_| Malformed::NotUtf8)?;
-    // Sessions get it as it is: it must be what a node encodes, one JSON object.
     if !frame.starts_with('{') || serde_json::from_str::<serde::de::IgnoredAny>(frame).is_err() {
         return Err(Malformed::NotJson);
     }
-    Ok(Some(ByteString::from(frame)))
+    Ok(ByteString::from(frame))
+}
+
+/// The top-level `offset` of a frame that is a JSON object.
+pub fn offset_of(frame: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        offset: Option<u64>,
+    }
+    serde_json::from_str::<Peek>(frame).ok()?.offset
 }
 
 #[cfg(test)]
@@ -233,15 +326,27 @@ mod tests {
         let frame = r#"{"type":"message","body":"a\nb"}"#;
         let payload = envelope("node-a/x1", frame);
         assert_eq!(
-            open(&payload, "node-b/y2", 1 << 16).unwrap().as_deref(),
-            Some(frame)
+            open(&payload, "node-b/y2", 1 << 16)
+                .unwrap()
+                .map(|o| o.frame),
+            Some(ByteString::from(frame))
         );
         assert_eq!(open(&payload, "node-a/x1", 1 << 16), Ok(None), "its own");
         // A raw newline inside the frame (a client's raw JSON body) is no problem.
         let raw = "{\"type\":\"message\",\"body\":{\n\"a\":1}}";
         assert_eq!(
-            open(&envelope("n", raw), "m", 1 << 16).unwrap().as_deref(),
-            Some(raw)
+            open(&envelope("n", raw), "m", 1 << 16)
+                .unwrap()
+                .map(|o| o.frame),
+            Some(ByteString::from(raw))
+        );
+        // Numbered frames come back to every node, their origin's too, with their offset.
+        let numbered = r#"{"type":"message","offset":12,"body":{"offset":1}}"#;
+        let opened = open(&envelope(NUMBERED, numbered), "m", 1 << 16).unwrap();
+        assert_eq!(opened.map(|o| o.offset), Some(Some(12)));
+        assert_eq!(
+            open(&envelope(NUMBERED, r#"{"type":"message"}"#), "m", 1 << 16),
+            Err(Malformed::NoOffset)
         );
         let bad: [(&[u8], Malformed); 7] = [
             (b"", Malformed::NoOrigin),

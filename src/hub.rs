@@ -14,11 +14,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::error::{CloseReason, ReplyError};
+use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::policy::Policies;
 use crate::pool::SESSION_SETS;
 use crate::protocol::{encode, Event};
-use crate::router::{Listing, Outcome, Post, RecallConfig, Router, Sender};
+use crate::router::{Later, Listing, Outcome, Post, RecallConfig, Router, Sender};
 
 mod messages;
 pub use messages::*;
@@ -335,7 +335,16 @@ impl Handler<PublishFrames> for Hub {
 impl Handler<RemoteFrame> for Hub {
     type Result = ();
     fn handle(&mut self, msg: RemoteFrame, _: &mut Context<Self>) {
-        self.router.deliver_remote(msg.route.as_deref(), &msg.frame);
+        self.router
+            .deliver_remote(msg.route.as_deref(), &msg.frame, msg.offset);
+        self.hand_on_demand();
+    }
+}
+
+impl Handler<Caught> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Caught, _: &mut Context<Self>) {
+        self.router.caught(msg.ticket, msg.answer);
         self.hand_on_demand();
     }
 }
@@ -412,9 +421,17 @@ impl Handler<UserInfo> for Hub {
 }
 
 impl Handler<GroupMessages> for Hub {
-    type Result = Result<ByteString, ReplyError>;
+    type Result = ResponseFuture<Result<ByteString, ReplyError>>;
     fn handle(&mut self, msg: GroupMessages, _: &mut Context<Self>) -> Self::Result {
-        self.router.group_messages(&msg.group, msg.limit)
+        match self.router.group_messages(&msg.group, msg.limit) {
+            Later::Now(result) => Box::pin(std::future::ready(result)),
+            // Cluster mode: the hub goes on; the API's request waits for Redis.
+            Later::Soon(answer) => Box::pin(async move {
+                answer.await.unwrap_or_else(|_| {
+                    Err(ReplyError::new(ErrorCode::Internal, "the hub is stopping"))
+                })
+            }),
+        }
     }
 }
 

@@ -71,6 +71,11 @@ impl Group {
         )
     }
 
+    /// Whether session `id` is a member.
+    pub fn has(&self, id: SessionId) -> bool {
+        self.members.contains_key(&id)
+    }
+
     /// Member sessions.
     pub fn session_count(&self) -> usize {
         self.members.len()

@@ -667,6 +667,56 @@ pub fn encode_message(event: &Event<'_>, extra: usize) -> ByteString {
     }
 }
 
+/// A `message` frame whose offset Redis fills in (cluster mode): encoded once with
+/// [`Template::HOLE`] as its offset, and kept split around it, so that a Lua script can
+/// number it and store and publish the very bytes every node delivers.
+#[derive(Debug, Clone)]
+pub struct Template {
+    frame: ByteString,
+    /// Where the offset's digits start.
+    at: usize,
+}
+
+impl Template {
+    /// The placeholder offset (no stream gets that far).
+    pub const HOLE: u64 = u64::MAX;
+    const FIELD: &'static str = ",\"offset\":";
+    const DIGITS: usize = 20; // u64::MAX's
+
+    /// `event` must be a `message` with `offset: Some(Template::HOLE)`. The leftmost
+    /// `,"offset":` is the event's own: the offset is serialized before the body (the one
+    /// part a client writes), and a name or group cannot hold an unescaped quote.
+    pub fn encode(event: &Event<'_>, extra: usize) -> Option<Template> {
+        let frame = encode_message(event, extra + Self::DIGITS);
+        let field = frame.find(Self::FIELD)?;
+        let at = field + Self::FIELD.len();
+        (frame.get(at..at + Self::DIGITS) == Some("18446744073709551615"))
+            .then_some(Template { frame, at })
+    }
+
+    /// The frame before the offset's digits.
+    pub fn head(&self) -> &str {
+        &self.frame[..self.at]
+    }
+
+    /// The frame after them.
+    pub fn tail(&self) -> &str {
+        &self.frame[self.at + Self::DIGITS..]
+    }
+
+    /// The frame numbered `offset` (what the Lua script makes; for tests and stand-ins).
+    pub fn numbered(&self, offset: u64) -> ByteString {
+        ByteString::from(format!("{}{offset}{}", self.head(), self.tail()))
+    }
+
+    /// The frame without an offset: what this node's sessions get when Redis cannot
+    /// number it (local routing goes on while Redis is away).
+    pub fn unnumbered(&self) -> ByteString {
+        let head = &self.frame[..self.at - Self::FIELD.len()];
+        ByteString::from(format!("{head}{}", self.tail()))
+    }
+}
+
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> ByteString {
     match serde_json::to_string(value) {
         Ok(s) => ByteString::from(s),
@@ -684,6 +734,33 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> ByteString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_leave_the_offset_to_redis() {
+        // A body that mimics the field cannot fool it: the offset comes first.
+        let body =
+            RawValue::from_string(r#"{"x":1,"offset":18446744073709551615}"#.into()).unwrap();
+        let event = |offset| Event::Message {
+            kind: Kind::Group,
+            from: "a\"b",
+            to: None,
+            group: Some("g"),
+            mid: Some("m1"),
+            offset: Some(offset),
+            body: &body,
+            ts: 7,
+        };
+        let t = Template::encode(&event(Template::HOLE), 0).unwrap();
+        assert_eq!(t.numbered(42), encode(&event(42)));
+        assert!(t.head().ends_with(",\"offset\":"), "{}", t.head());
+        let plain: serde_json::Value = serde_json::from_str(&t.unnumbered()).unwrap();
+        assert!(plain.get("offset").is_none(), "{plain}");
+        assert_eq!(plain["body"]["offset"], 18446744073709551615u64);
+        assert!(
+            Template::encode(&event(3), 0).is_none(),
+            "no hole, no template"
+        );
+    }
 
     fn command(text: &str) -> (Option<RequestId>, Command) {
         match decode(text) {

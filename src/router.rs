@@ -24,7 +24,7 @@ use bytestring::ByteString;
 use serde_json::value::RawValue;
 
 use crate::auth::Grant;
-use crate::cluster::{Broker, Route};
+use crate::cluster::{Answer, Ask, Broker, Holds, Read, Route};
 use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::history::{History, MemoryHistory, Position, Recovery, Retention, StreamKey};
 use crate::outbox::{Outbox, WakeBatch};
@@ -32,8 +32,45 @@ use crate::policy::{Policies, Publishers, CLASSIC_FEED};
 use crate::pool::{forbidden, not_joined, GroupChange, Pool, SessionId};
 use crate::protocol::{
     encode, encode_group_history, encode_message, legacy_groups, normalize_name, now_ms,
-    valid_group, Event, Kind, RequestId, Stream, UsersPage, GROUP_RULE,
+    valid_group, Event, Kind, RequestId, Stream, Template, UsersPage, GROUP_RULE,
 };
+
+/// Cluster mode: most messages one recovery replays (more answers `recovered: false`).
+const MAX_CLUSTER_REPLAY: usize = 10_000;
+
+/// The server API's group messages: at once, or (cluster mode) when Redis answers.
+pub enum Later<T> {
+    Now(T),
+    Soon(tokio::sync::oneshot::Receiver<T>),
+}
+
+/// Cluster mode: a read of Redis a held session (see [`Holds`]) or the server API waits
+/// for.
+struct Waiting {
+    /// The held session; 0 for the server API, which waits on its own.
+    session: SessionId,
+    route: Route<Box<str>>,
+    reply: Pending,
+}
+
+/// What answers a [`Waiting`] read.
+enum Pending {
+    Joined {
+        request: Option<RequestId>,
+        name: Arc<str>,
+        since: bool,
+    },
+    Subscribed {
+        request: Option<RequestId>,
+        members: usize,
+        since: bool,
+    },
+    History {
+        request: Option<RequestId>,
+    },
+    /// The server API's group messages.
+    Api(tokio::sync::oneshot::Sender<Result<ByteString, ReplyError>>),
+}
 
 /// Who a message is from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +257,9 @@ pub struct Router {
     /// Cluster mode: how the other nodes are told of messages and of what this node's
     /// sessions need. `None` on a single node, where none of it runs.
     broker: Option<Box<dyn Broker>>,
+    /// Cluster mode: sessions whose frames wait for a read of Redis, and the reads.
+    holds: Holds,
+    waiting: HashMap<u64, Waiting>,
 }
 
 impl Router {
@@ -243,12 +283,15 @@ impl Router {
             messages_in: 0,
             delivered: Deliveries::default(),
             broker: None,
+            holds: Holds::default(),
+            waiting: HashMap::new(),
         }
     }
 
     /// The same router in cluster mode: messages go to the other nodes through `broker`
-    /// too. Nothing is numbered or kept for recovery (history is per node until it moves
-    /// to Redis): messages carry no offset, and `since` answers `recovered: false`.
+    /// too, and group and direct messages are numbered and kept in Redis (see
+    /// [`crate::cluster::streams`]): each node delivers them as Redis hands them back, in
+    /// the stream's order, and positions are read from Redis.
     pub fn with_broker(mut self, broker: Box<dyn Broker>) -> Self {
         self.broker = Some(broker);
         self
@@ -256,6 +299,7 @@ impl Router {
 
     /// The same router keeping history as `recall` says.
     pub fn with_recall(mut self, recall: Recall) -> Self {
+        self.holds = Holds::with_limit(recall.max_replay_bytes);
         self.recall = recall;
         self
     }
@@ -347,26 +391,41 @@ impl Router {
         since: Option<&Position>,
     ) -> Result<Outcome, ReplyError> {
         let (name, changes) = self.pool.join(id, name, grant)?;
-        if self.broker.is_some() && self.pool.session_count(&name) == 1 {
-            self.user_interest(&name, true);
-        }
-        let key = StreamKey::User(name.clone());
-        let now = (self.recall.clock)();
-        self.recall.history.touch(&key, now);
-        let (position, recovered) = self.recover(id, &key, since, now);
-        self.queue(
-            id,
-            &encode(&Event::Joined {
-                id: request,
-                name: &name,
-                session: id,
-                stream: Stream {
-                    epoch: Some(&position.epoch),
-                    offset: Some(position.offset),
-                    recovered,
+        if self.broker.is_some() {
+            if self.pool.session_count(&name) == 1 {
+                self.user_interest(&name, true);
+            }
+            let ttl_ms = self.recall.users.ttl_ms();
+            self.read_stream(
+                id,
+                Route::User(&name),
+                since,
+                ttl_ms,
+                Pending::Joined {
+                    request: request.cloned(),
+                    name: name.clone(),
+                    since: since.is_some(),
                 },
-            }),
-        );
+            );
+        } else {
+            let key = StreamKey::User(name.clone());
+            let now = (self.recall.clock)();
+            self.recall.history.touch(&key, now);
+            let (position, recovered) = self.recover(id, &key, since, now);
+            self.queue(
+                id,
+                &encode(&Event::Joined {
+                    id: request,
+                    name: &name,
+                    session: id,
+                    stream: Stream {
+                        epoch: Some(&position.epoch),
+                        offset: Some(position.offset),
+                        recovered,
+                    },
+                }),
+            );
+        }
         let mut outcome = Outcome::default();
         self.announce(changes, &mut outcome);
         if classic {
@@ -412,6 +471,26 @@ impl Router {
         }
         let streamed = !policy.feed;
         let (change, members) = self.add_member(id, group, presence)?;
+        if streamed && self.broker.is_some() {
+            // The stream is in Redis: `subscribed` (after the replay) when it answers.
+            self.read_stream(
+                id,
+                Route::Group(group),
+                since,
+                policy.history.ttl_ms(),
+                Pending::Subscribed {
+                    request: request.cloned(),
+                    members,
+                    since: since.is_some(),
+                },
+            );
+            let mut outcome = Outcome {
+                members,
+                ..Outcome::default()
+            };
+            self.after_subscribe(id, change, &mut outcome);
+            return Ok(self.finish(outcome));
+        }
         // The replay is queued first, then `subscribed`, then what is live: one thread
         // does all three, so nothing published meanwhile can fall between them.
         let (position, recovered) = if streamed {
@@ -508,7 +587,19 @@ impl Router {
         // names are kept.
         let to = normalize_name(to)?;
         if self.broker.is_some() {
-            return Ok(self.send_across(sender, &from, &to, post));
+            let now = (self.recall.clock)();
+            let event = Event::Message {
+                kind: Kind::Direct,
+                from: &from,
+                to: Some(&to),
+                group: None,
+                mid: post.mid,
+                offset: Some(Template::HOLE),
+                body: post.body,
+                ts: now,
+            };
+            let retention = self.recall.users;
+            return Ok(self.publish_across(Route::User(&to), &event, retention, sender));
         }
         let key = StreamKey::user(&to);
         let now = (self.recall.clock)();
@@ -591,17 +682,32 @@ impl Router {
             }
             self.pool.check_grant(*id, group)?;
         }
-        if self.broker.is_some() {
-            // Cluster mode: other nodes may have members; nothing is numbered (see
-            // `with_broker`).
-            return Ok(self.publish_unnumbered(from, group, &name, post));
+        if self.broker.is_some() && !policy.feed {
+            let now = (self.recall.clock)();
+            let event = Event::Message {
+                kind: Kind::Group,
+                from: &name,
+                to: None,
+                group: Some(group),
+                mid: post.mid,
+                offset: Some(Template::HOLE),
+                body: post.body,
+                ts: now,
+            };
+            return Ok(self.publish_across(
+                Route::Group(group),
+                &event,
+                policy.history,
+                from.session(),
+            ));
         }
         let retention = policy.history;
         if self.pool.group(group).is_none() && (policy.feed || !retention.keeps()) {
             return Ok(self.counted(Kind::Group, Outcome::default())); // nobody to tell, now or later
         }
         if policy.feed {
-            // The server's own message to a market group: delivered, not numbered.
+            // The server's own message to a market group: delivered, not numbered (in
+            // cluster mode too).
             return Ok(self.publish_unnumbered(from, group, &name, post));
         }
         // Numbered (and kept) even with no member now: the members that are away recover it.
@@ -654,6 +760,8 @@ impl Router {
                 None,
                 &mut self.wakes,
                 &mut self.unreachable,
+                &mut self.holds,
+                None,
             );
         }
         if self.policies.of(group).feed {
@@ -832,17 +940,41 @@ impl Router {
 
     /// The newest `limit` messages a group's stream holds, for the server API: a
     /// `history` reply without an id.
-    pub fn group_messages(&mut self, group: &str, limit: usize) -> Result<ByteString, ReplyError> {
+    pub fn group_messages(
+        &mut self,
+        group: &str,
+        limit: usize,
+    ) -> Later<Result<ByteString, ReplyError>> {
         if !valid_group(group) {
-            return Err(invalid_group());
+            return Later::Now(Err(invalid_group()));
         }
-        if self.policies.of(group).feed {
-            return Err(ReplyError::new(
+        let policy = self.policies.of(group);
+        if policy.feed {
+            return Later::Now(Err(ReplyError::new(
                 ErrorCode::BadRequest,
                 format!("{group} keeps no messages (market data)"),
-            ));
+            )));
         }
-        Ok(self.newest_messages(group, limit, None))
+        if let Some(broker) = &mut self.broker {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let ticket = self.holds.ticket();
+            self.waiting.insert(
+                ticket,
+                Waiting {
+                    session: 0,
+                    route: Route::Group(group.into()),
+                    reply: Pending::Api(tx),
+                },
+            );
+            broker.read(Read {
+                ticket,
+                route: Route::Group(group.into()),
+                ask: Ask::Latest(limit),
+                ttl_ms: policy.history.ttl_ms(),
+            });
+            return Later::Soon(rx);
+        }
+        Later::Now(Ok(self.newest_messages(group, limit, None)))
     }
 
     /// One page of the groups, each with its member count (`subscribed`'s `members`).
@@ -979,6 +1111,26 @@ impl Router {
         if !policy.open && !entry.grant.allows(group) {
             return Err(forbidden(group));
         }
+        if let Some(broker) = &mut self.broker {
+            let ticket = self.holds.begin(id);
+            self.waiting.insert(
+                ticket,
+                Waiting {
+                    session: id,
+                    route: Route::Group(group.into()),
+                    reply: Pending::History {
+                        request: request.cloned(),
+                    },
+                },
+            );
+            broker.read(Read {
+                ticket,
+                route: Route::Group(group.into()),
+                ask: Ask::Latest(limit),
+                ttl_ms: policy.history.ttl_ms(),
+            });
+            return Ok(Outcome::default());
+        }
         let frame = self.newest_messages(group, limit, request);
         self.reply(id, &frame);
         Ok(Outcome::default())
@@ -998,18 +1150,7 @@ impl Router {
         if self.pool.group(group).is_none() {
             self.recall.history.release(&key, now);
         }
-        let mut budget = self.recall.max_replay_bytes;
-        let keep = frames
-            .iter()
-            .rev()
-            .take_while(|f| match budget.checked_sub(f.len()) {
-                Some(left) => {
-                    budget = left;
-                    true
-                }
-                None => false,
-            })
-            .count();
+        let keep = self.newest_that_fit(&frames);
         encode_group_history(request, group, &position, &frames[frames.len() - keep..])
     }
 
@@ -1026,10 +1167,6 @@ impl Router {
         let Some(since) = since else {
             return (self.recall.history.position(key, now), None);
         };
-        if self.broker.is_some() {
-            // Cluster mode keeps no history yet: what other nodes sent cannot be replayed.
-            return (self.recall.history.position(key, now), Some(false));
-        }
         let (recovery, position) = self.recall.history.since(key, since, usize::MAX, now);
         match recovery {
             Recovery::Recovered(frames)
@@ -1045,32 +1182,16 @@ impl Router {
         }
     }
 
-    /// Cluster mode's `direct`: to this node's sessions of `to` and to the other nodes,
-    /// unnumbered. Never `not_found`: the user may be online on another node.
-    fn send_across(
+    /// Cluster mode: a message from Redis, delivered to this node's sessions on `route`:
+    /// one another node routed (it delivered to its own and acknowledged it), or one of a
+    /// numbered stream at `offset` (from any node, this one too: Redis numbered it).
+    pub fn deliver_remote(
         &mut self,
-        sender: Option<SessionId>,
-        from: &str,
-        to: &str,
-        post: Post<'_>,
+        route: Route<&str>,
+        frame: &ByteString,
+        offset: Option<u64>,
     ) -> Outcome {
-        let frame = encode(&Event::Message {
-            kind: Kind::Direct,
-            from,
-            to: Some(to),
-            group: None,
-            mid: post.mid,
-            offset: None,
-            body: post.body,
-            ts: (self.recall.clock)(),
-        });
-        self.route_unnumbered(Route::User(to), &frame, sender)
-    }
-
-    /// Cluster mode: a message another node routed, delivered to this node's sessions on
-    /// `route` (that node delivered to its own and acknowledged it).
-    pub fn deliver_remote(&mut self, route: Route<&str>, frame: &ByteString) -> Outcome {
-        let delivered = self.deliver_local(route, frame, None);
+        let delivered = self.deliver_tagged(route, frame, None, offset);
         let outcome = self.finish(Outcome {
             delivered,
             ..Outcome::default()
@@ -1107,23 +1228,265 @@ impl Router {
         frame: &ByteString,
         sender: Option<SessionId>,
     ) -> usize {
+        self.deliver_tagged(route, frame, sender, None)
+    }
+
+    /// [`Router::deliver_local`] for a frame at `offset` of the stream on `route`, which
+    /// a held session keeps with its offset (see [`Holds`]).
+    fn deliver_tagged(
+        &mut self,
+        route: Route<&str>,
+        frame: &ByteString,
+        sender: Option<SessionId>,
+        offset: Option<u64>,
+    ) -> usize {
         let (wakes, unreachable) = (&mut self.wakes, &mut self.unreachable);
+        let holds = &mut self.holds;
+        let tag = offset.map(|o| (route, o));
         match route {
             Route::Group(g) => self.pool.group(g).map_or(0, |m| {
-                deliver(m.outboxes(), frame, sender, wakes, unreachable)
+                deliver(m.outboxes(), frame, sender, wakes, unreachable, holds, tag)
             }),
-            Route::User(u) => self
-                .pool
-                .user_outboxes(u)
-                .map_or(0, |t| deliver(t, frame, sender, wakes, unreachable)),
+            Route::User(u) => self.pool.user_outboxes(u).map_or(0, |t| {
+                deliver(t, frame, sender, wakes, unreachable, holds, tag)
+            }),
             Route::Everyone => deliver(
                 self.pool.joined_outboxes(),
                 frame,
                 sender,
                 wakes,
                 unreachable,
+                holds,
+                tag,
             ),
         }
+    }
+
+    /// Cluster mode: a group or direct message for Redis to number, keep and publish to
+    /// every node, this one included (each node delivers a stream's messages in Redis's
+    /// order). The ack counts this node's sessions on the route, which get it when Redis
+    /// hands it back. While Redis does not answer, this node's sessions get it at once,
+    /// without an offset, and nobody else does.
+    fn publish_across(
+        &mut self,
+        route: Route<&str>,
+        event: &Event<'_>,
+        retention: Retention,
+        sender: Option<SessionId>,
+    ) -> Outcome {
+        let extra = match event {
+            Event::Message { body, from, .. } => body.get().len() + from.len() + 64,
+            _ => 64,
+        };
+        let Some(template) = Template::encode(event, extra) else {
+            log::error!("cluster: cannot make a template of a message");
+            return Outcome::default();
+        };
+        let handed = match &mut self.broker {
+            Some(broker) if broker.up() => broker.publish_numbered(route, &template, retention),
+            _ => false,
+        };
+        self.messages_in += 1;
+        if !handed {
+            let frame = template.unnumbered();
+            let delivered = self.deliver_local(route, &frame, sender);
+            let outcome = self.finish(Outcome {
+                delivered,
+                ..Outcome::default()
+            });
+            self.tally(route, outcome.delivered);
+            return outcome;
+        }
+        // Counted as delivered when Redis hands it back (`deliver_remote`).
+        let sender_here = |id: SessionId| Some(id) == sender;
+        let delivered = match route {
+            Route::Group(g) => self.pool.group(g).map_or(0, |m| {
+                m.session_count() - usize::from(sender.is_some_and(|s| m.has(s)))
+            }),
+            Route::User(u) => self
+                .pool
+                .user_outboxes(u)
+                .map_or(0, |t| t.filter(|(id, _)| !sender_here(*id)).count()),
+            Route::Everyone => 0,
+        };
+        Outcome {
+            delivered,
+            cluster: true,
+            ..Outcome::default()
+        }
+    }
+
+    /// Cluster mode: holds session `id` and asks Redis for the position of the stream on
+    /// `route` (and what it holds after `since`); [`Router::caught`] answers with `reply`.
+    fn read_stream(
+        &mut self,
+        id: SessionId,
+        route: Route<&str>,
+        since: Option<&Position>,
+        ttl_ms: u64,
+        reply: Pending,
+    ) {
+        let Some(broker) = &mut self.broker else {
+            return;
+        };
+        let ticket = self.holds.begin(id);
+        self.waiting.insert(
+            ticket,
+            Waiting {
+                session: id,
+                route: route.to_owned(),
+                reply,
+            },
+        );
+        broker.read(Read {
+            ticket,
+            route: route.to_owned(),
+            ask: match since {
+                Some(p) => Ask::Since(p.clone(), MAX_CLUSTER_REPLAY),
+                None => Ask::Position,
+            },
+            ttl_ms,
+        });
+    }
+
+    /// Cluster mode: Redis answered read `ticket` (or could not): the held session gets
+    /// the replay, its reply, and what was held behind it.
+    pub fn caught(&mut self, ticket: u64, answer: Result<Answer, &str>) -> Outcome {
+        let Some(Waiting {
+            session,
+            route,
+            reply,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return Outcome::default();
+        };
+        if let Pending::Api(tx) = reply {
+            let frame = match (&answer, &route) {
+                (Ok(a), Route::Group(group)) => {
+                    let keep = self.newest_that_fit(&a.frames);
+                    Ok(encode_group_history(
+                        None,
+                        group,
+                        &a.position,
+                        &a.frames[a.frames.len() - keep..],
+                    ))
+                }
+                _ => Err(ReplyError::new(
+                    ErrorCode::Overloaded,
+                    "cannot read history from Redis; retry shortly",
+                )),
+            };
+            let _ = tx.send(frame); // the caller may have given up
+            return Outcome::default();
+        }
+        if self.pool.session(session).is_none() {
+            return Outcome::default();
+        }
+        let position = answer.as_ref().ok().map(|a| &a.position);
+        let stream = |recovered| Stream {
+            epoch: position.map(|p| &*p.epoch),
+            offset: position.map(|p| p.offset),
+            recovered,
+        };
+        let mut frames = Vec::new();
+        let replay = |since: bool, frames: &mut Vec<ByteString>| match (&answer, since) {
+            (_, false) => None,
+            (
+                Ok(Answer {
+                    recovered: Some(true),
+                    frames: replay,
+                    ..
+                }),
+                true,
+            ) if replay.iter().map(|f| f.len()).sum::<usize>() <= self.recall.max_replay_bytes => {
+                frames.extend(replay.iter().cloned());
+                Some(true)
+            }
+            (_, true) => Some(false),
+        };
+        match &reply {
+            Pending::Joined {
+                request,
+                name,
+                since,
+            } => {
+                let recovered = replay(*since, &mut frames);
+                frames.push(encode(&Event::Joined {
+                    id: request.as_ref(),
+                    name,
+                    session,
+                    stream: stream(recovered),
+                }));
+            }
+            Pending::Subscribed {
+                request,
+                members,
+                since,
+            } => {
+                let recovered = replay(*since, &mut frames);
+                let Route::Group(group) = &route else {
+                    return Outcome::default();
+                };
+                frames.push(encode(&Event::Subscribed {
+                    id: request.as_ref(),
+                    group,
+                    members: *members,
+                    stream: stream(recovered),
+                }));
+            }
+            Pending::Api(_) => return Outcome::default(),
+            Pending::History { request } => {
+                let Route::Group(group) = &route else {
+                    return Outcome::default();
+                };
+                frames.push(match &answer {
+                    Ok(a) => {
+                        let keep = self.newest_that_fit(&a.frames);
+                        encode_group_history(
+                            request.as_ref(),
+                            group,
+                            &a.position,
+                            &a.frames[a.frames.len() - keep..],
+                        )
+                    }
+                    Err(why) => encode(&Event::Error {
+                        id: request.as_ref(),
+                        code: ErrorCode::Overloaded,
+                        message: why,
+                    }),
+                });
+            }
+        }
+        let covers = match (&reply, position) {
+            (Pending::History { .. }, _) | (_, None) => None,
+            (_, Some(p)) => Some((route.as_deref(), p.offset)),
+        };
+        let out = self.holds.answer(session, ticket, frames, covers);
+        for frame in &out {
+            if let Some(entry) = self.pool.session(session) {
+                if !entry.outbox.push(frame) {
+                    self.unreachable.push(session);
+                    break;
+                }
+            }
+        }
+        self.finish(Outcome::default())
+    }
+
+    /// How many of the newest `frames` fit the replay budget.
+    fn newest_that_fit(&self, frames: &[ByteString]) -> usize {
+        let mut budget = self.recall.max_replay_bytes;
+        frames
+            .iter()
+            .rev()
+            .take_while(|f| match budget.checked_sub(f.len()) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            })
+            .count()
     }
 
     /// Adds deliveries to the counters of their kind.
@@ -1167,7 +1530,11 @@ impl Router {
     /// Queues a frame for one session; a refusal marks it unreachable.
     fn queue(&mut self, id: SessionId, frame: &ByteString) {
         if let Some(entry) = self.pool.session(id) {
-            if !entry.outbox.push(frame) {
+            let taken = match self.holds.keep(id, frame, None) {
+                Some(within) => within || hold_overflow(&entry.outbox),
+                None => entry.outbox.push(frame),
+            };
+            if !taken {
                 self.unreachable.push(id);
             }
         }
@@ -1183,6 +1550,7 @@ impl Router {
             self.slow_consumers += 1;
         }
         let name = entry.name.clone();
+        self.holds.release(id);
         let changes = self.pool.disconnect(id);
         if let Some(name) = &name {
             if self.broker.is_some() && self.pool.user_outboxes(name).is_none() {
@@ -1218,6 +1586,8 @@ impl Router {
                         None,
                         &mut self.wakes,
                         &mut self.unreachable,
+                        &mut self.holds,
+                        None,
                     );
                 }
             }
@@ -1270,17 +1640,29 @@ impl Router {
 
 /// Queues `frame` in every outbox of `targets`; returns how many took it, not counting
 /// `sender` (a client's own copy is no delivery to anyone else), and notes the others in
-/// `unreachable`. One shared frame, no allocation per recipient.
+/// `unreachable`. One shared frame, no allocation per recipient. A held session (cluster
+/// mode, see [`Holds`]) keeps it, with `tag`, instead.
+#[allow(clippy::too_many_arguments)]
 fn deliver<'a>(
     targets: impl Iterator<Item = (SessionId, &'a Arc<Outbox>)>,
     frame: &ByteString,
     sender: Option<SessionId>,
     wakes: &mut WakeBatch,
     unreachable: &mut Vec<SessionId>,
+    holds: &mut Holds,
+    tag: Option<(Route<&str>, u64)>,
 ) -> usize {
     let mut delivered = 0;
     for (id, outbox) in targets {
-        if outbox.push_batched(frame, wakes) {
+        let taken = if holds.is_empty() {
+            outbox.push_batched(frame, wakes)
+        } else {
+            match holds.keep(id, frame, tag) {
+                Some(within) => within || hold_overflow(outbox),
+                None => outbox.push_batched(frame, wakes),
+            }
+        };
+        if taken {
             delivered += usize::from(Some(id) != sender);
         } else {
             unreachable.push(id);
@@ -1288,6 +1670,13 @@ fn deliver<'a>(
     }
     wakes.flush();
     delivered
+}
+
+/// A held session kept more than its hold may: it is closed as too slow, as an outbox
+/// that overflows would be. Always false (not taken).
+fn hold_overflow(outbox: &Outbox) -> bool {
+    outbox.close(CloseReason::SlowConsumer);
+    false
 }
 
 fn invalid_group() -> ReplyError {

@@ -128,7 +128,11 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let redis_health = cluster_tasks.as_ref().map(|tasks| tasks.health());
     let cluster_thread = cluster_tasks.map(|tasks| {
         let thread = Arbiter::new();
-        tasks.spawn(&thread.handle(), hub.clone().recipient());
+        tasks.spawn(
+            &thread.handle(),
+            hub.clone().recipient(),
+            hub.clone().recipient(),
+        );
         thread
     });
     let ticker_thread = Arbiter::new();

@@ -70,15 +70,11 @@ impl Node {
     }
 }
 
-/// The next event is a message with this body (and, across nodes, no offset).
+/// The next event is a message with this body.
 async fn expect_message(c: &mut Client, body: &Value) -> Value {
     let m = c.recv_json().await;
     assert_eq!(m["type"], "message", "{m}");
     assert_eq!(&m["body"], body, "{m}");
-    assert!(
-        m.get("offset").is_none(),
-        "no node-local offset in cluster mode: {m}"
-    );
     m
 }
 
@@ -94,21 +90,31 @@ async fn group_messages_reach_members_on_every_node_once() {
     let hello = json!({"text":"hello from a"});
     a1.send_json(json!({"type":"publish","group":"room","body":hello,"id":1}))
         .await;
-    let own = expect_message(&mut a1, &hello).await;
-    assert_eq!(
-        (own["kind"].as_str(), own["from"].as_str()),
-        (Some("group"), Some("a1"))
-    );
+    // Acknowledged when handed to Redis; a1's own copy comes as Redis numbered it.
     assert_eq!(
         a1.recv_json().await,
         json!({"type":"ack","id":1,"delivered":0,"cluster":true}),
         "delivered counts this node's sessions; the other nodes were told"
     );
+    let own = expect_message(&mut a1, &hello).await;
+    assert_eq!(
+        (
+            own["kind"].as_str(),
+            own["from"].as_str(),
+            own["offset"].as_u64()
+        ),
+        (Some("group"), Some("a1"), Some(1))
+    );
     for c in [&mut b1, &mut b2] {
         let m = expect_message(c, &hello).await;
         assert_eq!(
-            (m["group"].as_str(), m["from"].as_str()),
-            (Some("room"), Some("a1"))
+            (
+                m["group"].as_str(),
+                m["from"].as_str(),
+                m["offset"].as_u64()
+            ),
+            (Some("room"), Some("a1"), Some(1)),
+            "the same offset on every node"
         );
     }
 
@@ -116,29 +122,46 @@ async fn group_messages_reach_members_on_every_node_once() {
     let marker = json!("marker");
     b1.send_json(json!({"type":"publish","group":"room","body":marker,"id":2}))
         .await;
-    expect_message(&mut b1, &marker).await;
     assert_eq!(
         b1.recv_json().await,
         json!({"type":"ack","id":2,"delivered":1,"cluster":true})
     );
+    assert_eq!(expect_message(&mut b1, &marker).await["offset"], 2);
     expect_message(&mut b2, &marker).await;
     expect_message(&mut a1, &marker).await;
 
     // A group's order is the same on every node.
+    // Two publishers on two nodes at once: every member sees one order, numbered
+    // without gaps, the same on both nodes.
     for i in 0..50 {
         a1.send_json(json!({"type":"publish","group":"room","body":i}))
             .await;
+        b2.send_json(json!({"type":"publish","group":"room","body":100 + i}))
+            .await;
     }
+    let mut orders = Vec::new();
     for c in [&mut a1, &mut b1, &mut b2] {
         let mut got = Vec::new();
-        while got.len() < 50 {
+        while got.len() < 100 {
             let e = c.recv_json().await;
             if e["type"] == "message" {
-                got.push(e["body"].as_i64().unwrap());
+                got.push((e["offset"].as_u64().unwrap(), e["body"].as_i64().unwrap()));
             }
         }
-        assert_eq!(got, (0..50).collect::<Vec<_>>());
+        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, (3..103).collect::<Vec<_>>());
+        let from_a: Vec<i64> = got.iter().map(|(_, b)| *b).filter(|b| *b < 100).collect();
+        assert_eq!(
+            from_a,
+            (0..50).collect::<Vec<_>>(),
+            "each sender's order kept"
+        );
+        orders.push(got);
     }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "one order on every node"
+    );
 }
 
 #[tokio::test]
@@ -163,8 +186,9 @@ async fn a_direct_message_reaches_each_session_of_the_user_once_on_every_node() 
     for c in [&mut on_a, &mut on_b1, &mut on_b2] {
         let m = expect_message(c, &hi).await;
         assert_eq!(
-            (m["kind"].as_str(), m["from"].as_str()),
-            (Some("direct"), Some("bob"))
+            (m["kind"].as_str(), m["from"].as_str(), m["offset"].as_u64()),
+            (Some("direct"), Some("bob"), Some(1)),
+            "alice's stream numbers it once for all her sessions"
         );
     }
     // The marker from the other node.
@@ -316,14 +340,165 @@ async fn malformed_messages_on_redis_are_dropped_and_recovery_says_not_recovered
     a.wait_log("not a JSON object (6 so far)");
     a.wait_log("more than the limit (7 so far)");
 
-    // No history in cluster mode yet: recovery honestly fails.
+    // A numbered message without an offset is no message of ours either.
+    redis.publish("wxhub:g:room", b"#\n{\"type\":\"message\"}");
+    a.wait_log("a numbered frame without an offset (8 so far)");
+
+    // A position of an epoch the stream never had: not recovered, and told where it is.
     let answer = a1
         .request(json!({"type":"subscribe","group":"room2","since":{"epoch":"e","offset":0}}))
         .await;
     assert_eq!(
-        (answer["type"].as_str(), answer["recovered"].as_bool()),
-        (Some("subscribed"), Some(false)),
+        (
+            answer["type"].as_str(),
+            answer["recovered"].as_bool(),
+            answer["offset"].as_u64()
+        ),
+        (Some("subscribed"), Some(false), Some(0)),
         "{answer}"
+    );
+    assert!(
+        answer["epoch"].as_str().is_some_and(|e| e != "e"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_another_node_what_it_missed() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    let mut pub_b = b.joined("publisher", &["room"]).await;
+    let mut reader = a.joined("reader", &["room"]).await;
+    redis.wait_subscribers("wxhub:g:room", 2).await;
+    for i in 1..=3 {
+        pub_b
+            .send_json(json!({"type":"publish","group":"room","body":i}))
+            .await;
+    }
+    let mut last = None;
+    while last != Some(3) {
+        let m = reader.recv_json().await;
+        if m["type"] == "message" {
+            last = m["offset"].as_u64();
+        }
+    }
+    let epoch = {
+        let s = reader
+            .request(json!({"type":"subscribe","group":"room","id":"again"}))
+            .await;
+        assert_eq!(s["offset"], 3, "{s}");
+        s["epoch"].as_str().unwrap().to_owned()
+    };
+    reader.close().await;
+
+    // While it is away: three more in the group, two directs to it (from node b).
+    for i in 4..=6 {
+        pub_b
+            .send_json(json!({"type":"publish","group":"room","body":i}))
+            .await;
+    }
+    for text in ["psst", "still there?"] {
+        let ack = pub_b
+            .request(json!({"type":"direct","to":"reader","body":text,"id":text}))
+            .await;
+        assert_eq!(ack["cluster"], true, "{ack}");
+    }
+
+    // It comes back on node b: the join recovers the directs, the subscribe the group.
+    let mut back = b.client().await;
+    let joined = back
+        .request(json!({"type":"join","name":"reader","since":{"epoch":"unknown","offset":0}}))
+        .await;
+    assert_eq!(joined["recovered"], false, "another epoch: {joined}");
+    let user_epoch = joined["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(joined["offset"], 2, "{joined}");
+    back.close().await;
+    let mut back = b.client().await;
+    back.send_json(
+        json!({"type":"join","name":"reader","id":1,"since":{"epoch":user_epoch,"offset":0}}),
+    )
+    .await;
+    let mut directs = Vec::new();
+    loop {
+        let e = back.recv_json().await;
+        match e["type"].as_str() {
+            Some("message") => directs.push(e["body"].clone()),
+            Some("joined") => {
+                assert_eq!(
+                    (e["recovered"].as_bool(), e["offset"].as_u64()),
+                    (Some(true), Some(2)),
+                    "{e}"
+                );
+                break;
+            }
+            _ => panic!("{e}"),
+        }
+    }
+    assert_eq!(directs, [json!("psst"), json!("still there?")]);
+    back.send_json(
+        json!({"type":"subscribe","group":"room","id":2,"since":{"epoch":epoch,"offset":3}}),
+    )
+    .await;
+    let mut missed = Vec::new();
+    loop {
+        let e = back.recv_json().await;
+        match e["type"].as_str() {
+            Some("message") => missed.push((e["offset"].as_u64().unwrap(), e["body"].clone())),
+            Some("subscribed") => {
+                assert_eq!(
+                    (e["recovered"].as_bool(), e["offset"].as_u64()),
+                    (Some(true), Some(6)),
+                    "{e}"
+                );
+                break;
+            }
+            _ => panic!("{e}"),
+        }
+    }
+    assert_eq!(missed, [(4, json!(4)), (5, json!(5)), (6, json!(6))]);
+    // Live again, right after: the next one is 7, once.
+    redis.wait_subscribers("wxhub:g:room", 1).await;
+    pub_b
+        .send_json(json!({"type":"publish","group":"room","body":7}))
+        .await;
+    let next = back.expect(|e| e["type"] == "message").await;
+    assert_eq!(
+        (next["offset"].as_u64(), next["body"].clone()),
+        (Some(7), json!(7))
+    );
+    // The reload: the newest kept messages, from any node.
+    let history = back
+        .request(json!({"type":"history","group":"room","limit":3,"id":9}))
+        .await;
+    let bodies: Vec<Value> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!(5), json!(6), json!(7)], "{history}");
+    // And the server API on the other node reads the same stream.
+    let auth = format!("Authorization: Bearer {API_KEY}");
+    let reply = http(
+        a.addr,
+        "GET",
+        "/api/groups/room/messages?limit=2",
+        &[&auth],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let page = reply.json();
+    let offsets: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        (offsets, page["offset"].as_u64()),
+        (vec![6, 7], Some(7)),
+        "{page}"
     );
 }
 
@@ -357,14 +532,15 @@ async fn a_node_without_its_redis_still_routes_locally() {
     let mut a2 = a.joined("a2", &["room"]).await;
     a1.send_json(json!({"type":"publish","group":"room","body":"still here","id":1}))
         .await;
-    expect_message(&mut a1, &json!("still here")).await;
+    let m = expect_message(&mut a1, &json!("still here")).await;
+    assert!(m.get("offset").is_none(), "not numbered without Redis: {m}");
     assert_eq!(
         a1.recv_json().await,
-        json!({"type":"ack","id":1,"delivered":1,"cluster":true})
+        json!({"type":"ack","id":1,"delivered":1}),
+        "no `cluster`: no other node was told"
     );
     expect_message(&mut a2, &json!("still here")).await;
     a.wait_log("cluster: cannot subscribe on Redis");
-    a.wait_log("cluster: cannot publish to Redis");
     assert_eq!(
         a1.request(json!({"type":"ping","id":2})).await["type"],
         "pong"
@@ -392,8 +568,8 @@ async fn a_node_without_its_redis_still_routes_locally() {
     expect_message(&mut a1, &json!("across again")).await;
     expect_message(&mut a2, &json!("across again")).await;
     // And the other way: the node that was cut off publishes to Redis again at once.
-    expect_message(&mut b1, &json!("across again")).await; // b1's own copy
     assert_eq!(b1.recv_json().await["type"], "ack");
+    expect_message(&mut b1, &json!("across again")).await; // b1's own copy
     a1.send_json(json!({"type":"publish","group":"room","body":"from a again"}))
         .await;
     expect_message(&mut b1, &json!("from a again")).await;

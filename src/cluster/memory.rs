@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use bytestring::ByteString;
 
-use super::{Broker, Channels, Route};
+use super::{Broker, Channels, Read, Route};
+use crate::history::Retention;
+use crate::protocol::Template;
 
 /// What a [`MemoryBroker`] was asked, shared with whoever watches it.
 #[derive(Debug, Default)]
@@ -17,6 +19,13 @@ pub struct Record {
     pub changes: Vec<(String, bool)>,
     /// The channels wanted now.
     pub wanted: HashSet<String>,
+    /// Every message of a numbered stream handed on, in order: (channel, template,
+    /// retention).
+    pub numbered: Vec<(String, Template, Retention)>,
+    /// Every read asked, in order.
+    pub reads: Vec<Read>,
+    /// Whether it says Redis is down.
+    pub down: bool,
 }
 
 /// A [`Broker`] that records; clones share one [`Record`].
@@ -58,5 +67,26 @@ impl Broker for MemoryBroker {
         // The router promises first and last only: a repeat is its bug.
         debug_assert!(changed, "interest in {channel} set to {wanted} twice");
         record.changes.push((channel, wanted));
+    }
+
+    fn publish_numbered(
+        &mut self,
+        route: Route<&str>,
+        template: &Template,
+        retention: Retention,
+    ) -> bool {
+        let channel = self.channels.name(route);
+        self.record()
+            .numbered
+            .push((channel, template.clone(), retention));
+        true
+    }
+
+    fn read(&mut self, read: Read) {
+        self.record().reads.push(read);
+    }
+
+    fn up(&self) -> bool {
+        !self.record().down
     }
 }

@@ -15,9 +15,19 @@
 //!   and this node's own are dropped here, off the hub's thread). When the connection is
 //!   lost it connects again with backoff and subscribes to the whole set again.
 //!
+//! Messages of numbered streams (group and direct messages) go as one `EVALSHA` of
+//! [`streams::PUBLISH_SCRIPT`] each in the same pipeline, which numbers, keeps and
+//! publishes them; the subscriber hands them to the hub like any other (this node's own
+//! too). Reads of streams ([`Read`]) go to the subscriber, after the interest changes
+//! queued before them: it subscribes first, then reads on a connection of its own, then
+//! sends a `PING` on the PUB/SUB connection and hands on everything that arrived before
+//! the `PONG` before the answer. So the hub has every message of the stream published
+//! before the read when the answer comes, and the ones after follow it.
+//!
 //! While Redis is unreachable, messages to other nodes are lost (PUB/SUB is at most once)
-//! and local routing goes on; the queue of messages to publish is bounded by
-//! [`MAX_QUEUED`], past which the router is told "not handed on".
+//! and local routing goes on: a numbered message that cannot be numbered comes back to
+//! the hub without an offset, for this node's sessions. The queue of messages to publish
+//! is bounded by [`MAX_QUEUED`], past which the router is told "not handed on".
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,12 +36,15 @@ use std::time::Duration;
 
 use actix::{ArbiterHandle, Recipient};
 use bytestring::ByteString;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
-use super::{envelope, open, Broker, Channels, ClusterConfig, Route};
-use crate::hub::RemoteFrame;
+use super::streams::{self, Keys};
+use super::{envelope, open, Answer, Broker, Channels, ClusterConfig, Read, Route};
+use crate::history::Retention;
+use crate::hub::{Caught, RemoteFrame};
+use crate::protocol::Template;
 
 /// Messages waiting for the publisher past which more are refused (and not counted as
 /// told to the cluster): a Redis that cannot keep up must not grow the hub's memory.
@@ -46,13 +59,33 @@ const SUBSCRIBE_BATCH: usize = 512;
 /// Reconnection delays of the subscriber: from the first to the longest.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
+/// What the publisher sends.
+enum Out {
+    /// A frame as it is, to one channel.
+    Plain(String, ByteString),
+    /// A message of a numbered stream, for [`streams::PUBLISH_SCRIPT`].
+    Numbered {
+        route: Route<Box<str>>,
+        template: Template,
+        retention: Retention,
+    },
+}
+
+/// What the subscriber is asked, in the hub's order.
+enum Command {
+    /// (channel, wanted).
+    Interest(String, bool),
+    Read(Read),
+}
+
 /// The hub's end of cluster mode on Redis.
 pub struct RedisBroker {
     channels: Channels,
-    /// To the publisher: (channel, frame).
-    publish: mpsc::UnboundedSender<(String, ByteString)>,
-    /// To the subscriber: (channel, wanted).
-    interest: mpsc::UnboundedSender<(String, bool)>,
+    /// To the publisher.
+    publish: mpsc::UnboundedSender<Out>,
+    /// To the subscriber.
+    commands: mpsc::UnboundedSender<Command>,
+    health: Arc<RedisHealth>,
     /// Messages in `publish` not yet taken by the publisher.
     queued: Arc<AtomicUsize>,
     /// The queue was full at the last publish (logged once per change).
@@ -79,8 +112,9 @@ pub struct Tasks {
     client: redis::Client,
     node: Arc<str>,
     channels: Channels,
-    publish: mpsc::UnboundedReceiver<(String, ByteString)>,
-    interest: mpsc::UnboundedReceiver<(String, bool)>,
+    keys: Keys,
+    publish: mpsc::UnboundedReceiver<Out>,
+    commands: mpsc::UnboundedReceiver<Command>,
     queued: Arc<AtomicUsize>,
     max_frame_bytes: usize,
 }
@@ -92,7 +126,8 @@ impl RedisBroker {
         let client = redis::Client::open(config.url.as_str())?;
         let channels = Channels::new(&config.prefix);
         let (publish, publish_rx) = mpsc::unbounded_channel();
-        let (interest, interest_rx) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let health = Arc::new(RedisHealth::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let node = config.node_id();
         log::info!(
@@ -103,17 +138,19 @@ impl RedisBroker {
         let broker = RedisBroker {
             channels: channels.clone(),
             publish,
-            interest,
+            commands,
+            health: health.clone(),
             queued: queued.clone(),
             full: false,
         };
         let tasks = Tasks {
-            health: Arc::new(RedisHealth::default()),
+            health,
             client,
             node,
             channels,
+            keys: Keys::new(&config.prefix),
             publish: publish_rx,
-            interest: interest_rx,
+            commands: commands_rx,
             queued,
             max_frame_bytes: config.max_frame_bytes,
         };
@@ -121,8 +158,9 @@ impl RedisBroker {
     }
 }
 
-impl Broker for RedisBroker {
-    fn publish(&mut self, route: Route<&str>, frame: &ByteString) -> bool {
+impl RedisBroker {
+    /// Whether the publisher's queue takes one more (logs each change once).
+    fn room(&mut self) -> bool {
         let full = self.queued.load(Ordering::Relaxed) >= MAX_QUEUED;
         if full != self.full {
             self.full = full;
@@ -132,23 +170,55 @@ impl Broker for RedisBroker {
                 log::info!("cluster: Redis caught up; messages reach other nodes again");
             }
         }
-        if full {
+        !full
+    }
+
+    fn queue(&mut self, out: Out) -> bool {
+        if !self.room() {
             return false;
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = self
-            .publish
-            .send((self.channels.name(route), frame.clone()))
-            .is_ok();
+        let sent = self.publish.send(out).is_ok();
         if !sent {
             self.queued.fetch_sub(1, Ordering::Relaxed);
         }
         sent
     }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&mut self, route: Route<&str>, frame: &ByteString) -> bool {
+        let channel = self.channels.name(route);
+        self.queue(Out::Plain(channel, frame.clone()))
+    }
 
     fn interest(&mut self, route: Route<&str>, wanted: bool) {
         // Fails only when the cluster thread is gone (shutdown).
-        let _ = self.interest.send((self.channels.name(route), wanted));
+        let _ = self
+            .commands
+            .send(Command::Interest(self.channels.name(route), wanted));
+    }
+
+    fn publish_numbered(
+        &mut self,
+        route: Route<&str>,
+        template: &Template,
+        retention: Retention,
+    ) -> bool {
+        self.queue(Out::Numbered {
+            route: route.to_owned(),
+            template: template.clone(),
+            retention,
+        })
+    }
+
+    fn read(&mut self, read: Read) {
+        // The subscriber answers every read; gone only at shutdown, when nobody waits.
+        let _ = self.commands.send(Command::Read(read));
+    }
+
+    fn up(&self) -> bool {
+        self.health.up()
     }
 }
 
@@ -159,24 +229,35 @@ impl Tasks {
         self.health.clone()
     }
 
-    pub fn spawn(self, on: &ArbiterHandle, hub: Recipient<RemoteFrame>) {
+    pub fn spawn(
+        self,
+        on: &ArbiterHandle,
+        hub: Recipient<RemoteFrame>,
+        answers: Recipient<Caught>,
+    ) {
         let Tasks {
             health,
             client,
             node,
             channels,
+            keys,
             publish,
-            interest,
+            commands,
             queued,
             max_frame_bytes,
         } = self;
-        on.spawn(publisher(
-            client.clone(),
-            node.clone(),
-            publish,
-            queued,
-            health.clone(),
-        ));
+        on.spawn(
+            Publisher {
+                client: client.clone(),
+                node: node.clone(),
+                channels: channels.clone(),
+                keys: keys.clone(),
+                hub: hub.clone(),
+                health: health.clone(),
+                sha: streams::sha(streams::PUBLISH_SCRIPT),
+            }
+            .run(publish, queued),
+        );
         let inbound = Inbound {
             node,
             channels,
@@ -184,80 +265,201 @@ impl Tasks {
             hub,
             dropped: 0,
         };
-        on.spawn(subscriber(client, interest, inbound, health));
+        let reader = Reader {
+            client: client.clone(),
+            conn: None,
+            keys,
+            sha: streams::sha(streams::READ_SCRIPT),
+            answers,
+        };
+        on.spawn(subscriber(client, commands, inbound, reader, health));
     }
 }
 
-/// Publishes what the hub queued, in its order, a pipeline at a time.
-async fn publisher(
+/// The publisher's state.
+struct Publisher {
     client: redis::Client,
     node: Arc<str>,
-    mut queue: mpsc::UnboundedReceiver<(String, ByteString)>,
-    queued: Arc<AtomicUsize>,
+    channels: Channels,
+    keys: Keys,
+    /// Where numbered messages that could not be numbered go back, for local sessions.
+    hub: Recipient<RemoteFrame>,
     health: Arc<RedisHealth>,
-) {
-    let mut conn: Option<ConnectionManager> = None;
-    let mut failing = false;
-    // Until the first connection: when to try again, and the delay after that.
-    let (mut retry_at, mut delay) = (tokio::time::Instant::now(), BACKOFF.0);
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        queued.fetch_sub(batch.len(), Ordering::Relaxed);
+    /// [`streams::PUBLISH_SCRIPT`]'s.
+    sha: String,
+}
+
+impl Publisher {
+    /// Publishes what the hub queued, in its order, a pipeline at a time.
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Out>, queued: Arc<AtomicUsize>) {
+        let mut conn: Option<ConnectionManager> = None;
+        let mut failing = false;
+        // Until the first connection: when to try again, and the delay after that.
+        let (mut retry_at, mut delay) = (tokio::time::Instant::now(), BACKOFF.0);
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+            queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            // The subscriber reaching Redis again means it is back: no need to wait out the
+            // backoff (and drop what is published meanwhile).
+            let back = failing && self.health.subscribed.load(Ordering::Relaxed);
+            if conn.is_none() && (tokio::time::Instant::now() >= retry_at || back) {
+                // One quick attempt: while Redis is away the queue is dropped, not held.
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_response_timeout(Some(Duration::from_secs(5)));
+                match ConnectionManager::new_with_config(self.client.clone(), config).await {
+                    Ok(fresh) => conn = Some(fresh),
+                    Err(e) => log::debug!("cluster: cannot connect to Redis to publish: {e}"),
+                }
+                retry_at = tokio::time::Instant::now() + delay;
+                delay = (delay * 2).min(BACKOFF.1);
+            }
+            let result = match &mut conn {
+                Some(conn) => self.send(conn, &batch).await,
+                None => Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "not connected",
+                ))),
+            };
+            if result.is_err() {
+                // Not numbered, not published: this node's sessions get them all the same.
+                for out in &batch {
+                    self.deliver_here(out);
+                }
+            }
+            batch.clear();
+            self.health
+                .publish_failing
+                .store(result.is_err(), Ordering::Relaxed);
+            match result {
+                Err(e) if !failing => {
+                    failing = true;
+                    log::warn!("cluster: cannot publish to Redis ({e}); messages to other nodes are lost until it is back");
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    log::info!("cluster: publishing to Redis again");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One pipeline for the batch; numbered messages Redis no longer had the script for
+    /// (it restarted) are sent again once it is loaded, ones it refused otherwise come
+    /// back unnumbered.
+    async fn send(&self, conn: &mut ConnectionManager, batch: &[Out]) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
-        for (channel, frame) in batch.drain(..) {
-            pipe.cmd("PUBLISH")
-                .arg(channel)
-                .arg(envelope(&node, &frame))
-                .ignore();
-        }
-        // The subscriber reaching Redis again means it is back: no need to wait out the
-        // backoff (and drop what is published meanwhile).
-        let back = failing && health.subscribed.load(Ordering::Relaxed);
-        if conn.is_none() && (tokio::time::Instant::now() >= retry_at || back) {
-            // One quick attempt: while Redis is away the queue is dropped, not held.
-            let config = ConnectionManagerConfig::new()
-                .set_number_of_retries(0)
-                .set_connection_timeout(Some(Duration::from_secs(1)));
-            match ConnectionManager::new_with_config(client.clone(), config).await {
-                Ok(fresh) => conn = Some(fresh),
-                Err(e) => log::debug!("cluster: cannot connect to Redis to publish: {e}"),
+        pipe.ignore_errors();
+        let mut numbered = Vec::new();
+        for (at, out) in batch.iter().enumerate() {
+            match out {
+                Out::Plain(channel, frame) => {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(envelope(&self.node, frame))
+                        .ignore();
+                }
+                Out::Numbered { .. } => {
+                    if let Some(cmd) = self.script_cmd(out) {
+                        pipe.add_command(cmd);
+                        numbered.push(at);
+                    }
+                }
             }
-            retry_at = tokio::time::Instant::now() + delay;
-            delay = (delay * 2).min(BACKOFF.1);
         }
-        let result = match &mut conn {
-            Some(conn) => pipe.query_async::<()>(conn).await,
-            None => Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "not connected",
-            ))),
+        let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
+        let mut again = Vec::new();
+        for (at, result) in numbered.into_iter().zip(results) {
+            match result {
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    again.push(at)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cluster: Redis refused a message ({e}); delivered on this node only"
+                    );
+                    self.deliver_here(&batch[at]);
+                }
+            }
+        }
+        if !again.is_empty() {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(streams::PUBLISH_SCRIPT)
+                .query_async::<String>(conn)
+                .await?;
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &at in &again {
+                if let Some(cmd) = self.script_cmd(&batch[at]) {
+                    pipe.add_command(cmd);
+                }
+            }
+            let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
+            for (&at, result) in again.iter().zip(results) {
+                if let Err(e) = result {
+                    log::warn!(
+                        "cluster: Redis refused a message ({e}); delivered on this node only"
+                    );
+                    self.deliver_here(&batch[at]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn script_cmd(&self, out: &Out) -> Option<redis::Cmd> {
+        let Out::Numbered {
+            route,
+            template,
+            retention,
+        } = out
+        else {
+            return None;
         };
-        health
-            .publish_failing
-            .store(result.is_err(), Ordering::Relaxed);
-        match result {
-            Err(e) if !failing => {
-                failing = true;
-                log::warn!("cluster: cannot publish to Redis ({e}); messages to other nodes are lost until it is back");
-            }
-            Ok(()) if failing => {
-                failing = false;
-                log::info!("cluster: publishing to Redis again");
-            }
-            _ => {}
+        streams::publish_cmd(
+            &self.sha,
+            &self.keys,
+            &self.channels,
+            route.as_deref(),
+            template.head(),
+            template.tail(),
+            if retention.keeps() { retention.size } else { 0 },
+            retention.ttl_ms(),
+        )
+    }
+
+    /// A numbered message Redis did not take, to this node's sessions without an offset.
+    fn deliver_here(&self, out: &Out) {
+        if let Out::Numbered {
+            route, template, ..
+        } = out
+        {
+            self.hub.do_send(RemoteFrame {
+                route: route.clone(),
+                frame: template.unnumbered(),
+                offset: None,
+            });
         }
     }
 }
 
-/// Keeps the PUB/SUB connection subscribed to what the local sessions need and hands
-/// what arrives to the hub.
+/// Keeps the PUB/SUB connection subscribed to what the local sessions need, hands what
+/// arrives to the hub, and answers reads in their place among the interest changes.
 async fn subscriber(
     client: redis::Client,
-    mut changes: mpsc::UnboundedReceiver<(String, bool)>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     mut inbound: Inbound,
+    mut reader: Reader,
     health: Arc<RedisHealth>,
 ) {
     let mut wanted: HashSet<String> = HashSet::new();
+    let mut reads = Vec::new();
     let mut delay = BACKOFF.0;
     let mut failing = false;
     loop {
@@ -268,7 +470,7 @@ async fn subscriber(
                     failing = true;
                     log::warn!("cluster: cannot subscribe on Redis ({e}); retrying");
                 }
-                if !absorb_for(delay, &mut changes, &mut wanted).await {
+                if !absorb_for(delay, &mut commands, &mut wanted, &reader).await {
                     return;
                 }
                 delay = (delay * 2).min(BACKOFF.1);
@@ -279,7 +481,7 @@ async fn subscriber(
         let mut active = HashSet::new();
         if let Err(e) = sync(&mut sink, &wanted, &mut active).await {
             log::warn!("cluster: Redis SUBSCRIBE failed ({e}); reconnecting");
-            if !absorb_for(delay, &mut changes, &mut wanted).await {
+            if !absorb_for(delay, &mut commands, &mut wanted, &reader).await {
                 return;
             }
             delay = (delay * 2).min(BACKOFF.1);
@@ -298,15 +500,33 @@ async fn subscriber(
         delay = BACKOFF.0;
         loop {
             tokio::select! {
-                change = changes.recv() => {
-                    let Some(change) = change else { return };
-                    apply(&mut wanted, change);
-                    while let Ok(change) = changes.try_recv() {
-                        apply(&mut wanted, change);
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    take(command, &mut wanted, &mut reads);
+                    while let Ok(command) = commands.try_recv() {
+                        take(command, &mut wanted, &mut reads);
                     }
+                    // Subscribed before reading: what is published after the read is heard.
                     if let Err(e) = sync(&mut sink, &wanted, &mut active).await {
                         log::warn!("cluster: Redis SUBSCRIBE failed ({e}); reconnecting");
+                        reader.fail(reads.drain(..), "Redis is unreachable");
                         break;
+                    }
+                    if !reads.is_empty() {
+                        let answers = reader.read(&reads).await;
+                        // What was published before the reads arrives before this PONG:
+                        // handed to the hub first, so that it precedes the answers.
+                        let pong = sink.ping::<redis::Value>().await;
+                        while let Some(Some(message)) = stream.next().now_or_never() {
+                            inbound.take(&message);
+                        }
+                        match (answers, pong) {
+                            (Ok(answers), Ok(_)) => reader.answer(reads.drain(..), answers),
+                            (Err(e), _) | (_, Err(e)) => {
+                                log::warn!("cluster: cannot read history from Redis ({e})");
+                                reader.fail(reads.drain(..), "cannot read history from Redis");
+                            }
+                        }
                     }
                 }
                 message = stream.next() => match message {
@@ -323,27 +543,115 @@ async fn subscriber(
     }
 }
 
-fn apply(wanted: &mut HashSet<String>, (channel, on): (String, bool)) {
-    if on {
-        wanted.insert(channel);
-    } else {
-        wanted.remove(&channel);
+fn take(command: Command, wanted: &mut HashSet<String>, reads: &mut Vec<Read>) {
+    match command {
+        Command::Interest(channel, true) => {
+            wanted.insert(channel);
+        }
+        Command::Interest(channel, false) => {
+            wanted.remove(&channel);
+        }
+        Command::Read(read) => reads.push(read),
     }
 }
 
-/// Takes interest changes for `delay` (while there is no connection); false when the
-/// hub is gone.
+/// Takes interest changes for `delay` (while there is no connection) and answers reads
+/// at once (Redis is away: nothing to read); false when the hub is gone.
 async fn absorb_for(
     delay: Duration,
-    changes: &mut mpsc::UnboundedReceiver<(String, bool)>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
     wanted: &mut HashSet<String>,
+    reader: &Reader,
 ) -> bool {
     let deadline = tokio::time::Instant::now() + delay;
+    let mut reads = Vec::new();
     loop {
-        match tokio::time::timeout_at(deadline, changes.recv()).await {
-            Ok(Some(change)) => apply(wanted, change),
+        match tokio::time::timeout_at(deadline, commands.recv()).await {
+            Ok(Some(command)) => {
+                take(command, wanted, &mut reads);
+                reader.fail(reads.drain(..), "Redis is unreachable");
+            }
             Ok(None) => return false,
             Err(_) => return true,
+        }
+    }
+}
+
+/// Reads streams for the subscriber, on a connection of its own.
+struct Reader {
+    client: redis::Client,
+    conn: Option<ConnectionManager>,
+    keys: Keys,
+    /// [`streams::READ_SCRIPT`]'s.
+    sha: String,
+    answers: Recipient<Caught>,
+}
+
+impl Reader {
+    /// One pipeline of reads; an answer (or why not) per read.
+    async fn read(&mut self, reads: &[Read]) -> redis::RedisResult<Vec<Result<Answer, String>>> {
+        if self.conn.is_none() {
+            let config = ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(5)));
+            self.conn =
+                Some(ConnectionManager::new_with_config(self.client.clone(), config).await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            unreachable!("connected above");
+        };
+        let mut loaded = false;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for read in reads {
+                match streams::read_cmd(&self.sha, &self.keys, read) {
+                    Some(cmd) => pipe.add_command(cmd),
+                    // No stream to read: an answer of its own, of the same length.
+                    None => pipe.cmd("ECHO").arg("no stream"),
+                };
+            }
+            let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
+            let no_script = results.iter().any(|r| {
+                matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+            });
+            if no_script && !loaded {
+                // Redis restarted and lost its scripts: load, read again (reads change
+                // nothing but a missing epoch, which the retry finds).
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(streams::READ_SCRIPT)
+                    .query_async::<String>(conn)
+                    .await?;
+                loaded = true;
+                continue;
+            }
+            return Ok(results
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()).and_then(streams::answer))
+                .collect());
+        }
+    }
+
+    fn answer(&self, reads: impl Iterator<Item = Read>, answers: Vec<Result<Answer, String>>) {
+        for (read, answer) in reads.zip(answers) {
+            if let Err(why) = &answer {
+                log::warn!("cluster: a history read failed: {why}");
+            }
+            self.answers.do_send(Caught {
+                ticket: read.ticket,
+                answer: answer.map_err(|_| "cannot read history from Redis"),
+            });
+        }
+    }
+
+    fn fail(&self, reads: impl Iterator<Item = Read>, why: &'static str) {
+        for read in reads {
+            self.answers.do_send(Caught {
+                ticket: read.ticket,
+                answer: Err(why),
+            });
         }
     }
 }
@@ -391,9 +699,10 @@ impl Inbound {
             &self.node,
             self.max_frame_bytes,
         ) {
-            Ok(Some(frame)) => self.hub.do_send(RemoteFrame {
+            Ok(Some(opened)) => self.hub.do_send(RemoteFrame {
                 route: route.to_owned(),
-                frame,
+                frame: opened.frame,
+                offset: opened.offset,
             }),
             Ok(None) => {}
             Err(why) => self.drop_malformed(channel, &why.to_string()),

@@ -275,4 +275,14 @@ pub struct List {
 pub struct RemoteFrame {
     pub route: crate::cluster::Route<Box<str>>,
     pub frame: ByteString,
+    /// Its offset, for a message of a numbered stream (group or direct).
+    pub offset: Option<u64>,
+}
+
+/// Cluster mode: Redis answered a read of a stream (see [`crate::cluster::Read`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Caught {
+    pub ticket: u64,
+    pub answer: Result<crate::cluster::Answer, &'static str>,
 }
