@@ -38,15 +38,16 @@ export type Command =
 
 // ---- protocol: replies and events (hub -> client) ----------------------------------------
 
-/** `epoch`/`offset`: the stream's position; `recovered`: only when the command asked to recover. */
-export interface JoinedReply { type: 'joined'; id?: Id; name: string; session: number; epoch: string; offset: number; recovered?: boolean }
+/** `epoch`/`offset`: the stream's position (absent only from a cluster node that cannot reach Redis); `recovered`: only when the command asked to recover. */
+export interface JoinedReply { type: 'joined'; id?: Id; name: string; session: number; epoch?: string; offset?: number; recovered?: boolean }
 /** `stored`: a direct message kept for a recipient that has no live session now. */
 export interface AckReply { type: 'ack'; id?: Id; delivered: number; stored?: true }
 /** Market groups have no stream: no epoch or offset. */
 export interface SubscribedReply { type: 'subscribed'; id?: Id; group: string; members: number; epoch?: string; offset?: number; recovered?: boolean }
 export interface GroupHistoryReply { type: 'history'; id?: Id; group: string; epoch: string; offset: number; messages: MessageEvent[] }
 /** A recovery asked for on a rejoin (`user`) or a resubscribe (`group`) came, or could not. */
-export interface RecoveryEvent { recovered: boolean; epoch: string; offset: number; user?: string; group?: string }
+/** `epoch`/`offset` are null when the hub gave no position (a cluster node without Redis): reload. */
+export interface RecoveryEvent { recovered: boolean; epoch: string | null; offset: number | null; user?: string; group?: string }
 export interface UnsubscribedReply { type: 'unsubscribed'; id?: Id; group: string }
 export interface UsersReply { type: 'users'; id?: Id; users: string[]; count: number; next?: string; group?: string }
 export interface HistoryReply { type: 'history'; id?: Id; symbol: string; quotes: Quote[] }

@@ -559,7 +559,19 @@
      * (it came just before this reply) or the app must reload.
      */
     adoptPosition(reply, group, name) {
-      if (typeof reply.epoch !== 'string' || typeof reply.offset !== 'number') return;
+      if (typeof reply.epoch !== 'string' || typeof reply.offset !== 'number') {
+        // No position (a cluster node that cannot reach Redis): nothing missed can be
+        // told, the old position is no good any more, and the app must reload.
+        if (group !== null) this.groupPos.delete(group);
+        else this.userPos = null;
+        if (reply.recovered === false) {
+          const event = { recovered: false, epoch: null, offset: null };
+          if (group !== null) event.group = group;
+          else event.user = name;
+          this.emit('recovery', event);
+        }
+        return;
+      }
       const pos = { epoch: reply.epoch, offset: reply.offset };
       if (group !== null) this.groupPos.set(group, pos);
       else this.userPos = Object.assign({ name: name }, pos);

@@ -626,7 +626,20 @@ test('positions: every resubscribe and rejoin asks to recover from the last offs
   assert.deepEqual(client.positions(), {
     user: { name: 'bob', epoch: 'u2', offset: 0 },
     groups: { room: { epoch: 'g2', offset: 1 } },
-  });
+  });  // A cluster node that cannot reach Redis answers without a position: not recovered,
+  // and the old position is dropped (the next reconnect asks for nothing).
+  s3.end(1001);
+  await clock.advance(1000);
+  const s4 = transport.current;
+  s4.accept();
+  assert.deepEqual(s4.sent.map((f) => f.since), [{ epoch: 'u2', offset: 0 }, { epoch: 'g2', offset: 1 }]);
+  s4.say({ type: 'joined', id: 7, name: 'bob', session: 1, recovered: false });
+  s4.say({ type: 'subscribed', id: 8, group: 'room', members: 1, recovered: false });
+  assert.deepEqual(recoveries.slice(4).map((r) => [r.user || r.group, r.recovered, r.epoch]), [
+    ['bob', false, null],
+    ['room', false, null],
+  ]);
+  assert.deepEqual(client.positions(), { user: null, groups: {} });
 });
 
 test('positions survive an app restart through positions() and the `positions` option; unsubscribe forgets one', async () => {
