@@ -276,3 +276,13 @@ pub struct RemoteFrame {
     pub route: crate::cluster::Route<Box<str>>,
     pub frame: ByteString,
 }
+
+/// Cluster mode: `name` entered `group` (its first session on any node) or left it (its
+/// last anywhere), as the cluster's presence decided; for this node's watchers.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PresenceEvent {
+    pub group: Box<str>,
+    pub event: crate::protocol::PresenceChange,
+    pub name: Box<str>,
+}
