@@ -247,10 +247,12 @@ impl RedisPresence {
         None
     }
 
-    /// Up to `limit` names that are UTF-8 and `valid` (others skipped), and the next
-    /// page's `after` when more than `limit` came.
-    fn names(
+    /// Up to `limit` names of the sorted set `key` that are UTF-8 and `valid`, and the
+    /// next page's `after` when more than `limit` came. The others are skipped and taken
+    /// out of the set: left there, one that is no string could not be paged past.
+    async fn names(
         &mut self,
+        key: &str,
         mut raw: Vec<Vec<u8>>,
         limit: usize,
         valid: fn(&str) -> bool,
@@ -261,13 +263,30 @@ impl RedisPresence {
         } else {
             None
         };
+        let mut malformed = Vec::new();
         let names = raw
             .into_iter()
             .filter_map(|b| match String::from_utf8(b) {
                 Ok(n) if valid(&n) => Some(n),
-                _ => self.skip("a name or group"),
+                Ok(n) => {
+                    malformed.push(n.into_bytes());
+                    self.skip("a name or group")
+                }
+                Err(e) => {
+                    malformed.push(e.into_bytes());
+                    self.skip("a name or group")
+                }
             })
             .collect();
+        if !malformed.is_empty() {
+            if let Ok(mut conn) = self.conn().await {
+                let _: RedisResult<()> = redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(malformed)
+                    .query_async(&mut conn)
+                    .await;
+            }
+        }
         (names, next)
     }
 
@@ -378,7 +397,7 @@ impl Presence for RedisPresence {
         pipe.cmd("ZCARD").arg(&key);
         let mut conn = self.conn().await?;
         let (raw, count): (Vec<Vec<u8>>, usize) = pipe.query_async(&mut conn).await?;
-        let (mut names, next) = self.names(raw, limit, valid_name);
+        let (mut names, next) = self.names(&key, raw, limit, valid_name).await;
         if let Some(p) = prefix {
             names.retain(|n| n.starts_with(p));
         }
@@ -399,7 +418,7 @@ impl Presence for RedisPresence {
         let mut conn = self.conn().await?;
         let (raw, users, anonymous): (Vec<Vec<u8>>, usize, Option<usize>) =
             pipe.query_async(&mut conn).await?;
-        let (names, next) = self.names(raw, limit, valid_name);
+        let (names, next) = self.names(&key, raw, limit, valid_name).await;
         let entries = self
             .counted(&format!("{}:gs:{group}", self.p), names)
             .await?;
@@ -431,7 +450,8 @@ impl Presence for RedisPresence {
         else {
             return Ok(None);
         };
-        let (groups, _) = self.names(raw, MAX_USER_GROUPS, valid_group);
+        let key = format!("{}:ug:{name}", self.p);
+        let (groups, _) = self.names(&key, raw, MAX_USER_GROUPS, valid_group).await;
         Ok(Some((sessions, groups)))
     }
 
@@ -442,7 +462,7 @@ impl Presence for RedisPresence {
         pipe.cmd("ZCARD").arg(&key);
         let mut conn = self.conn().await?;
         let (raw, count): (Vec<Vec<u8>>, usize) = pipe.query_async(&mut conn).await?;
-        let (groups, next) = self.names(raw, limit, valid_group);
+        let (groups, next) = self.names(&key, raw, limit, valid_group).await;
         if groups.is_empty() {
             return Ok(Listing {
                 entries: Vec::new(),
