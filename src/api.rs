@@ -621,12 +621,22 @@ async fn cluster_listing(
         Listed::TopGroups => Query::TopGroups { limit },
         Listed::Members(group) => {
             if !crate::protocol::valid_group(&group) {
-                return Err(ReplyError::new(ErrorCode::InvalidGroup, crate::protocol::GROUP_RULE).into());
+                return Err(
+                    ReplyError::new(ErrorCode::InvalidGroup, crate::protocol::GROUP_RULE).into(),
+                );
             }
-            let answer = reader.read(Query::Members { group: group.clone(), after, limit }).await?;
+            let answer = reader
+                .read(Query::Members {
+                    group: group.clone(),
+                    after,
+                    limit,
+                })
+                .await?;
             return match answer {
                 Presence::Members(m) if m.listing.count > 0 => Ok(m.listing),
-                _ => Err(ReplyError::new(ErrorCode::NotFound, format!("nobody is in {group}")).into()),
+                _ => Err(
+                    ReplyError::new(ErrorCode::NotFound, format!("nobody is in {group}")).into(),
+                ),
             };
         }
     };
@@ -721,10 +731,11 @@ async fn user(req: HttpRequest, api: web::Data<Api>) -> Answer {
             match reader.read(Query::User(normal.clone())).await? {
                 Presence::User(Some(found)) => found,
                 _ => {
-                    return Err(
-                        ReplyError::new(ErrorCode::NotFound, format!("{normal} is not online"))
-                            .into(),
+                    return Err(ReplyError::new(
+                        ErrorCode::NotFound,
+                        format!("{normal} is not online"),
                     )
+                    .into())
                 }
             }
         }

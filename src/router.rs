@@ -752,7 +752,12 @@ impl Router {
             return Ok(false);
         };
         let listed = self.users_scope(id, group)?;
-        let outbox = self.pool.session(id).ok_or_else(unknown_session)?.outbox.clone();
+        let outbox = self
+            .pool
+            .session(id)
+            .ok_or_else(unknown_session)?
+            .outbox
+            .clone();
         link.ask_users(UsersAsk {
             id: request.cloned(),
             group: group.map(str::to_owned),

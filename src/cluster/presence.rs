@@ -186,8 +186,11 @@ pub type Fallible<T> = Result<T, Unavailable>;
 /// store and calls it in order.
 pub trait Presence: Send + 'static {
     /// Registers `node` (again) for `ttl` from now; whether it was registered already.
-    fn heartbeat(&mut self, node: &str, ttl: Duration)
-        -> impl Future<Output = Fallible<bool>> + Send;
+    fn heartbeat(
+        &mut self,
+        node: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Fallible<bool>> + Send;
 
     /// Sets `node`'s counts (absolute; 0 removes) and returns the cluster-wide events
     /// they caused, which the store also tells every node (Redis: on the events
@@ -240,7 +243,11 @@ pub trait Presence: Send + 'static {
 }
 
 /// The next page's `after`: the last entry's name when one more than `limit` came.
-pub(crate) fn cut_page<T>(entries: &mut Vec<T>, limit: usize, name: impl Fn(&T) -> &str) -> Option<String> {
+pub(crate) fn cut_page<T>(
+    entries: &mut Vec<T>,
+    limit: usize,
+    name: impl Fn(&T) -> &str,
+) -> Option<String> {
     if entries.len() > limit {
         entries.truncate(limit);
         entries.last().map(|e| name(e).to_owned())
@@ -423,7 +430,13 @@ impl<P: Presence> PresenceTask<P> {
                     self.heartbeat().await;
                     let _ = self.flush().await;
                 }
-                _ = sweep.tick() => self.sweep().await,
+                _ = sweep.tick() => {
+                    self.sweep().await;
+                    // Counts that failed to go out go as soon as Redis answers again.
+                    if !self.failing && !self.pending.is_empty() {
+                        let _ = self.flush().await;
+                    }
+                }
             }
         }
     }
@@ -442,16 +455,18 @@ impl<P: Presence> PresenceTask<P> {
                 }
                 self.pending.insert(key);
             }
-            // A read sees what this node wrote before it.
+            // A read sees what this node wrote before it. While Redis is known to be
+            // away, reads are refused at once rather than each waiting for a timeout
+            // (the sweep, every second at most, finds out when it is back).
             Op::Users(ask) => {
-                let result = match self.flush().await {
+                let result = match self.ready().await {
                     Ok(()) => self.read_users(&ask).await,
                     Err(e) => Err(e),
                 };
                 answer_users(&ask, result);
             }
             Op::Read(query, reply) => {
-                let result = match self.flush().await {
+                let result = match self.ready().await {
                     Ok(()) => self.read(query).await,
                     Err(e) => Err(e),
                 };
@@ -471,12 +486,19 @@ impl<P: Presence> PresenceTask<P> {
         }
     }
 
-    async fn read_users(&mut self, ask: &UsersAsk) -> Fallible<(Vec<String>, usize, Option<String>)> {
+    async fn read_users(
+        &mut self,
+        ask: &UsersAsk,
+    ) -> Fallible<(Vec<String>, usize, Option<String>)> {
         let after = ask.after.as_deref();
         match &ask.group {
             None => {
                 let l = self.store.users(None, after, ask.limit).await?;
-                Ok((l.entries.into_iter().map(|(n, _)| n).collect(), l.count, l.next))
+                Ok((
+                    l.entries.into_iter().map(|(n, _)| n).collect(),
+                    l.count,
+                    l.next,
+                ))
             }
             Some(group) => {
                 let limit = if ask.listed { ask.limit } else { 0 };
@@ -494,7 +516,11 @@ impl<P: Presence> PresenceTask<P> {
                 prefix,
                 after,
                 limit,
-            } => Answer::Listing(store.users(prefix.as_deref(), after.as_deref(), limit).await?),
+            } => Answer::Listing(
+                store
+                    .users(prefix.as_deref(), after.as_deref(), limit)
+                    .await?,
+            ),
             Query::Members {
                 group,
                 after,
@@ -506,6 +532,14 @@ impl<P: Presence> PresenceTask<P> {
             Query::TopGroups { limit } => Answer::Listing(store.top_groups(limit).await?),
             Query::User(name) => Answer::User(store.user(&name).await?),
         })
+    }
+
+    /// Ready to read: Redis is up and what this node wrote before is written.
+    async fn ready(&mut self) -> Fallible<()> {
+        if self.failing {
+            return Err(Unavailable("Redis is unreachable".into()));
+        }
+        self.flush().await
     }
 
     /// Writes the pending counts; on a lapsed registration, registers again and writes
@@ -575,6 +609,7 @@ impl<P: Presence> PresenceTask<P> {
     async fn sweep(&mut self) {
         match self.store.sweep().await {
             Ok((nodes, events)) => {
+                self.up();
                 for node in nodes {
                     log::warn!(
                         "cluster: node {node} stopped renewing its presence: removed ({} leave events)",
@@ -691,14 +726,131 @@ mod tests {
         ] {
             assert_eq!(Key::parse(&key.field()), Some(key));
         }
-        for bad in ["", "u ", "x a", "m room", "m bad!group a", "a bad group", "u \u{0}"] {
+        for bad in [
+            "",
+            "u ",
+            "x a",
+            "m room",
+            "m bad!group a",
+            "a bad group",
+            "u \u{0}",
+        ] {
             assert_eq!(Key::parse(bad), None, "{bad:?}");
         }
         let a = Announce::new("room", Change::Leave, "bob smith");
         assert_eq!(Announce::parse(a.wire().as_bytes()), Some(a));
-        for bad in [&b""[..], b"j room", b"x room bob", b"j bad!g bob", b"l room \xff"] {
+        for bad in [
+            &b""[..],
+            b"j room",
+            b"x room bob",
+            b"j bad!g bob",
+            b"l room \xff",
+        ] {
             assert_eq!(Announce::parse(bad), None, "{bad:?}");
         }
+    }
+
+    /// The router with a presence task on a memory store: counts reach the store, the
+    /// router announces nothing itself, `users` is answered into the outbox, and the
+    /// cluster's events reach the watchers.
+    #[tokio::test]
+    async fn the_router_tells_the_task_and_the_task_answers_users() {
+        use crate::auth::Grant;
+        use crate::policy::Policies;
+        use crate::protocol::UsersPage;
+        use crate::router::Router;
+        use serde_json::{json, Value};
+
+        let (link, reader, task) = channel(MemoryPresence::new(), "n1".into(), DEFAULT_TTL);
+        tokio::spawn(task.run());
+        let mut router = Router::new(10, Policies::standard(), []).with_presence(link);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        router.connect(1, outbox.clone());
+        router
+            .join(1, "alice", Grant::all(), false, None, None)
+            .unwrap();
+        router.count_user("alice");
+        router.subscribe(1, "room", true, None, None).unwrap();
+        let frames = |o: &Outbox| -> Vec<Value> {
+            o.drain()
+                .0
+                .iter()
+                .map(|f| serde_json::from_str(f).unwrap())
+                .collect()
+        };
+        let got = frames(&outbox);
+        assert_eq!(
+            got.iter()
+                .map(|e| e["type"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["joined", "subscribed"],
+            "no presence event of the router's own: {got:?}"
+        );
+
+        let members = reader
+            .read(Query::Members {
+                group: "room".into(),
+                after: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let expected = Listing {
+            entries: vec![("alice".into(), 1)],
+            count: 1,
+            next: None,
+        };
+        assert_eq!(
+            members,
+            Answer::Members(Members {
+                listing: expected,
+                users: 1
+            })
+        );
+
+        let page = UsersPage {
+            limit: 10,
+            after: None,
+        };
+        let id = RequestId::Int(7);
+        assert!(router.ask_users(1, Some("room"), &page, Some(&id)).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let reply = loop {
+            if let Some(reply) = frames(&outbox).pop() {
+                break reply;
+            }
+            assert!(std::time::Instant::now() < deadline, "no reply");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(
+            reply,
+            json!({"type":"users","id":7,"group":"room","users":["alice"],"count":1})
+        );
+        assert_eq!(
+            router
+                .ask_users(1, Some("bad group"), &page, None)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidGroup
+        );
+
+        router.announce_remote("room", PresenceChange::Join, "bob");
+        assert_eq!(
+            frames(&outbox),
+            [json!({"type":"presence","group":"room","event":"join","name":"bob"})]
+        );
+
+        // The session goes: its counts go to zero in the store.
+        router.leave(1);
+        let users = reader
+            .read(Query::Users {
+                prefix: None,
+                after: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(users, Answer::Listing(Listing::default()));
     }
 
     #[test]

@@ -39,10 +39,7 @@ impl MemoryPresence {
 
     /// Every node's count of `key`, added up.
     fn total(&self, key: &Key) -> usize {
-        self.nodes
-            .values()
-            .filter_map(|n| n.counts.get(key))
-            .sum()
+        self.nodes.values().filter_map(|n| n.counts.get(key)).sum()
     }
 
     /// Every key's total, sorted.
@@ -130,7 +127,11 @@ impl Presence for MemoryPresence {
         Ok(was)
     }
 
-    async fn apply(&mut self, node: &str, counts: &[(Key, usize)]) -> Fallible<Option<Vec<Announce>>> {
+    async fn apply(
+        &mut self,
+        node: &str,
+        counts: &[(Key, usize)],
+    ) -> Fallible<Option<Vec<Announce>>> {
         if !self.nodes.contains_key(node) {
             return Ok(None);
         }
@@ -157,7 +158,12 @@ impl Presence for MemoryPresence {
         Ok(self.drop_node(node))
     }
 
-    async fn users(&mut self, prefix: Option<&str>, after: Option<&str>, limit: usize) -> Fallible<Listing> {
+    async fn users(
+        &mut self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Fallible<Listing> {
         let users: BTreeMap<String, usize> = self
             .totals()
             .into_iter()
@@ -181,7 +187,12 @@ impl Presence for MemoryPresence {
         })
     }
 
-    async fn members(&mut self, group: &str, after: Option<&str>, limit: usize) -> Fallible<Members> {
+    async fn members(
+        &mut self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Fallible<Members> {
         let (users, anonymous) = self.group_members(group);
         let count = users.len() + anonymous;
         let n_users = users.len();

@@ -153,10 +153,8 @@ struct Script {
 impl Script {
     fn new(body: &str) -> Self {
         let source = format!("{COMMON}{body}");
-        let digest = ring::digest::digest(
-            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            source.as_bytes(),
-        );
+        let digest =
+            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, source.as_bytes());
         let sha = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         Script { source, sha }
     }
@@ -346,7 +344,11 @@ impl Presence for RedisPresence {
         Ok(was == 1)
     }
 
-    async fn apply(&mut self, node: &str, counts: &[(Key, usize)]) -> Fallible<Option<Vec<Announce>>> {
+    async fn apply(
+        &mut self,
+        node: &str,
+        counts: &[(Key, usize)],
+    ) -> Fallible<Option<Vec<Announce>>> {
         let raw: Option<Vec<Vec<u8>>> = self
             .eval(
                 |s| &s.apply,
@@ -362,8 +364,7 @@ impl Presence for RedisPresence {
     }
 
     async fn sweep(&mut self) -> Fallible<(Vec<String>, Vec<Announce>)> {
-        let (nodes, raw): (Vec<String>, Vec<Vec<u8>>) =
-            self.eval(|s| &s.sweep, |_| {}).await?;
+        let (nodes, raw): (Vec<String>, Vec<Vec<u8>>) = self.eval(|s| &s.sweep, |_| {}).await?;
         Ok((nodes, self.events(raw)))
     }
 
@@ -379,7 +380,12 @@ impl Presence for RedisPresence {
         Ok(self.events(raw))
     }
 
-    async fn users(&mut self, prefix: Option<&str>, after: Option<&str>, limit: usize) -> Fallible<Listing> {
+    async fn users(
+        &mut self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Fallible<Listing> {
         let key = format!("{}:users", self.p);
         let (min, max) = match prefix {
             // No name holds the byte 0xff (UTF-8): `[prefix\xff` ends the prefix's range.
@@ -409,7 +415,12 @@ impl Presence for RedisPresence {
         })
     }
 
-    async fn members(&mut self, group: &str, after: Option<&str>, limit: usize) -> Fallible<Members> {
+    async fn members(
+        &mut self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Fallible<Members> {
         let key = format!("{}:g:{group}", self.p);
         let mut pipe = redis::pipe();
         Self::page(&mut pipe, &key, from(after), b"+".to_vec(), limit);

@@ -61,10 +61,21 @@ async fn counts_add_up_across_nodes_and_events_are_cluster_wide(mut p: impl Pres
     assert!(!p.heartbeat("n2", LONG).await.unwrap());
 
     let first = [user("Zoë smith", 1), member("room", "Zoë smith", 1)];
-    assert_eq!(apply(&mut p, "n1", &first).await, [join("room", "Zoë smith")]);
-    assert_eq!(apply(&mut p, "n1", &first).await, [], "the same counts again");
+    assert_eq!(
+        apply(&mut p, "n1", &first).await,
+        [join("room", "Zoë smith")]
+    );
+    assert_eq!(
+        apply(&mut p, "n1", &first).await,
+        [],
+        "the same counts again"
+    );
     let on_n2 = [user("Zoë smith", 2), member("room", "Zoë smith", 2)];
-    assert_eq!(apply(&mut p, "n2", &on_n2).await, [], "not the first session");
+    assert_eq!(
+        apply(&mut p, "n2", &on_n2).await,
+        [],
+        "not the first session"
+    );
     assert_eq!(
         p.users(None, None, 10).await.unwrap(),
         listing(&[("Zoë smith", 3)], 1, None)
@@ -88,9 +99,15 @@ async fn counts_add_up_across_nodes_and_events_are_cluster_wide(mut p: impl Pres
         p.user("Zoë smith").await.unwrap(),
         Some((2, vec!["room".to_owned()]))
     );
-    assert_eq!(apply(&mut p, "n2", &gone).await, [leave("room", "Zoë smith")]);
+    assert_eq!(
+        apply(&mut p, "n2", &gone).await,
+        [leave("room", "Zoë smith")]
+    );
     assert_eq!(p.user("Zoë smith").await.unwrap(), None);
-    assert_eq!(p.users(None, None, 10).await.unwrap(), listing(&[], 0, None));
+    assert_eq!(
+        p.users(None, None, 10).await.unwrap(),
+        listing(&[], 0, None)
+    );
     assert_eq!(
         p.members("room", None, 10).await.unwrap(),
         Members::default()
@@ -125,7 +142,10 @@ async fn listings_page_by_name_and_count_the_whole_cluster(mut p: impl Presence)
     let page = p.users(None, None, 2).await.unwrap();
     assert_eq!(page, listing(&[("a1", 1), ("a2", 1)], 6, Some("a2")));
     let page = p.users(None, Some("a2"), 3).await.unwrap();
-    assert_eq!(page, listing(&[("a3", 1), ("a4", 1), ("b 1", 1)], 6, Some("b 1")));
+    assert_eq!(
+        page,
+        listing(&[("a3", 1), ("a4", 1), ("b 1", 1)], 6, Some("b 1"))
+    );
     let page = p.users(None, Some("b 1"), 3).await.unwrap();
     assert_eq!(page, listing(&[("张三", 1)], 6, None));
     let page = p.users(Some("a"), Some("a1"), 2).await.unwrap();
@@ -163,7 +183,10 @@ async fn listings_page_by_name_and_count_the_whole_cluster(mut p: impl Presence)
     let groups = p.groups(Some("small"), 3).await.unwrap();
     assert_eq!(groups, listing(&[("stock", 3)], 4, None));
     let top = p.top_groups(3).await.unwrap();
-    assert_eq!(top, listing(&[("big", 5), ("stock", 3), ("mid", 2)], 4, None));
+    assert_eq!(
+        top,
+        listing(&[("big", 5), ("stock", 3), ("mid", 2)], 4, None)
+    );
     assert_eq!(
         p.user("a4").await.unwrap(),
         Some((1, vec!["mid".to_owned(), "small".to_owned()]))
@@ -172,7 +195,9 @@ async fn listings_page_by_name_and_count_the_whole_cluster(mut p: impl Presence)
 }
 
 async fn a_dead_node_is_swept_with_leave_for_the_names_that_left_with_it(mut p: impl Presence) {
-    p.heartbeat("dying", Duration::from_millis(300)).await.unwrap();
+    p.heartbeat("dying", Duration::from_millis(300))
+        .await
+        .unwrap();
     p.heartbeat("alive", LONG).await.unwrap();
     let on_dying = [
         user("bob", 1),
@@ -182,7 +207,12 @@ async fn a_dead_node_is_swept_with_leave_for_the_names_that_left_with_it(mut p: 
         anonymous("stock", 1),
     ];
     apply(&mut p, "dying", &on_dying).await;
-    apply(&mut p, "alive", &[user("carol", 1), member("room", "carol", 1)]).await;
+    apply(
+        &mut p,
+        "alive",
+        &[user("carol", 1), member("room", "carol", 1)],
+    )
+    .await;
 
     // Not a sleep: sweeps until the node's registration has expired.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -196,18 +226,28 @@ async fn a_dead_node_is_swept_with_leave_for_the_names_that_left_with_it(mut p: 
     };
     events.sort();
     assert_eq!(nodes, ["dying"]);
-    assert_eq!(events, [leave("room", "bob")], "carol is still on another node");
+    assert_eq!(
+        events,
+        [leave("room", "bob")],
+        "carol is still on another node"
+    );
     assert_eq!(p.sweep().await.unwrap(), (vec![], vec![]), "swept once");
     assert_eq!(
         p.users(None, None, 10).await.unwrap(),
         listing(&[("carol", 1)], 1, None)
     );
-    assert_eq!(p.groups(None, 10).await.unwrap(), listing(&[("room", 1)], 1, None));
+    assert_eq!(
+        p.groups(None, 10).await.unwrap(),
+        listing(&[("room", 1)], 1, None)
+    );
 
     // The node comes back: it is told it lapsed, and writes everything again.
     assert_eq!(p.apply("dying", &on_dying).await.unwrap(), None);
     assert!(!p.heartbeat("dying", LONG).await.unwrap());
-    assert_eq!(apply(&mut p, "dying", &on_dying).await, [join("room", "bob")]);
+    assert_eq!(
+        apply(&mut p, "dying", &on_dying).await,
+        [join("room", "bob")]
+    );
     assert_eq!(p.users(None, None, 10).await.unwrap().count, 2);
 
     // A clean shutdown removes it at once.
@@ -238,8 +278,7 @@ macro_rules! suite {
             #[tokio::test]
             async fn a_dead_node_is_swept_with_leave_for_the_names_that_left_with_it() {
                 let (_keep, store) = $fresh;
-                super::a_dead_node_is_swept_with_leave_for_the_names_that_left_with_it(store)
-                    .await;
+                super::a_dead_node_is_swept_with_leave_for_the_names_that_left_with_it(store).await;
             }
         }
     };
