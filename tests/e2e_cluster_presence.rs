@@ -272,7 +272,7 @@ async fn a_killed_node_leaves_presence_within_the_ttl() {
         took <= TTL + Duration::from_millis(1500),
         "leave came after {took:?}"
     );
-    a.wait_log("cluster: node b/");
+    a.wait_log("cluster: node \"b/");
 
     let (_, users) = get(&a, "/api/users").await;
     assert_eq!(names(&users, "users"), entries(&[("alice", 1), ("w", 1)]));

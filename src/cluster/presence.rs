@@ -612,7 +612,7 @@ impl<P: Presence> PresenceTask<P> {
                 self.up();
                 for node in nodes {
                     log::warn!(
-                        "cluster: node {node} stopped renewing its presence: removed ({} leave events)",
+                        "cluster: node {node:?} stopped renewing its presence: removed ({} leave events)",
                         events.len()
                     );
                 }
