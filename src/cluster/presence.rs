@@ -423,8 +423,11 @@ impl<P: Presence> PresenceTask<P> {
                     for op in ops.drain(..) {
                         self.take(op).await;
                     }
-                    // A failure is logged, and the counts stay pending for the next try.
-                    let _ = self.flush().await;
+                    // A failure is logged, and the counts stay pending for the next try;
+                    // while Redis is away the sweep's tick tries, not every change.
+                    if !self.failing {
+                        let _ = self.flush().await;
+                    }
                 }
                 _ = beat.tick() => {
                     self.heartbeat().await;
