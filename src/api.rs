@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::cluster::presence::{Answer as Presence, PresenceReader, Query};
 use crate::error::{ErrorCode, ReplyError};
 use crate::hub::{self, Hub, Listed, Target};
 use crate::protocol::MAX_PAGE;
@@ -30,6 +31,8 @@ pub struct Api {
     key_digest: [u8; 32],
     max_body: usize,
     started: Instant,
+    /// Cluster mode: the listings answer for the whole cluster, read from Redis.
+    presence: Option<PresenceReader>,
 }
 
 impl Api {
@@ -39,7 +42,14 @@ impl Api {
             key_digest: digest(key),
             max_body,
             started: Instant::now(),
+            presence: None,
         }
+    }
+
+    /// The same API listing the cluster's users and groups (cluster mode).
+    pub fn with_presence(mut self, reader: PresenceReader) -> Self {
+        self.presence = Some(reader);
+        self
     }
 }
 
@@ -583,7 +593,57 @@ async fn listing(
     after: Option<String>,
     limit: usize,
 ) -> Result<Listing, ApiError> {
+    if let Some(reader) = &api.presence {
+        return cluster_listing(reader, what, after, limit).await;
+    }
     Ok(api.hub.send(hub::List { what, after, limit }).await??)
+}
+
+/// Cluster mode's listings: from the cluster's presence, not this node's sessions.
+async fn cluster_listing(
+    reader: &PresenceReader,
+    what: Listed,
+    after: Option<String>,
+    limit: usize,
+) -> Result<Listing, ApiError> {
+    let query = match what {
+        Listed::Users => Query::Users {
+            prefix: None,
+            after,
+            limit,
+        },
+        Listed::UsersWithPrefix(prefix) => Query::Users {
+            prefix: Some(prefix),
+            after,
+            limit,
+        },
+        Listed::Groups => Query::Groups { after, limit },
+        Listed::TopGroups => Query::TopGroups { limit },
+        Listed::Members(group) => {
+            if !crate::protocol::valid_group(&group) {
+                return Err(
+                    ReplyError::new(ErrorCode::InvalidGroup, crate::protocol::GROUP_RULE).into(),
+                );
+            }
+            let answer = reader
+                .read(Query::Members {
+                    group: group.clone(),
+                    after,
+                    limit,
+                })
+                .await?;
+            return match answer {
+                Presence::Members(m) if m.listing.count > 0 => Ok(m.listing),
+                _ => Err(
+                    ReplyError::new(ErrorCode::NotFound, format!("nobody is in {group}")).into(),
+                ),
+            };
+        }
+    };
+    match reader.read(query).await? {
+        Presence::Listing(listing) => Ok(listing),
+        _ => Err(ReplyError::new(ErrorCode::Internal, "unexpected presence answer").into()),
+    }
 }
 
 #[utoipa::path(get, path = "/api/users", params(UsersQuery), tag = "listings",
@@ -665,7 +725,22 @@ pub struct UserDetail {
 async fn user(req: HttpRequest, api: web::Data<Api>) -> Answer {
     authorize(&req, &api)?;
     let name = req.match_info().get("name").unwrap_or_default().to_owned();
-    let (sessions, groups) = api.hub.send(hub::UserInfo { name: name.clone() }).await??;
+    let (sessions, groups) = match &api.presence {
+        Some(reader) => {
+            let normal = crate::protocol::normalize_name(&name)?;
+            match reader.read(Query::User(normal.clone())).await? {
+                Presence::User(Some(found)) => found,
+                _ => {
+                    return Err(ReplyError::new(
+                        ErrorCode::NotFound,
+                        format!("{normal} is not online"),
+                    )
+                    .into())
+                }
+            }
+        }
+        None => api.hub.send(hub::UserInfo { name: name.clone() }).await??,
+    };
     Ok(HttpResponse::Ok().json(UserDetail {
         name: crate::protocol::normalize_name(&name)?,
         sessions,

@@ -15,6 +15,8 @@
 //! - [`pubsub`]: [`RedisBroker`], the Redis implementation (PUBLISH and SUBSCRIBE on
 //!   tasks of a thread of their own; the hub never waits on Redis).
 //! - [`memory`]: [`MemoryBroker`], which records what it is asked (router tests).
+//! - [`presence`]: who is online and where, for the whole cluster (`users`, the API's
+//!   listings, presence events), and the removal of dead nodes.
 //!
 //! On the wire: one Redis channel per route ([`Channels`]), and a payload that is the
 //! origin node's id, a newline, and the frame ([`envelope`], [`open`]); a node drops its
@@ -22,6 +24,7 @@
 
 pub mod hold;
 pub mod memory;
+pub mod presence;
 pub mod pubsub;
 pub mod streams;
 

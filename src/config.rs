@@ -224,6 +224,12 @@ pub struct Config {
     /// Prefix of every Redis channel and key, so that several hubs can share one Redis.
     #[arg(long, env = "WXHUB_REDIS_PREFIX", default_value = "wxhub")]
     pub redis_prefix: String,
+
+    /// Cluster mode: a node that stops renewing its presence (killed, cut off from
+    /// Redis) is removed from `users` and the listings, with `leave` events for its
+    /// users, this long after its last renewal (at least 1s; nodes renew every third).
+    #[arg(long, env = "WXHUB_PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub presence_ttl: Duration,
 }
 
 impl Default for Config {
@@ -264,6 +270,7 @@ impl Default for Config {
             redis: None,
             node_name: None,
             redis_prefix: "wxhub".into(),
+            presence_ttl: crate::cluster::presence::DEFAULT_TTL,
         }
     }
 }
@@ -313,6 +320,12 @@ impl Config {
                     "--node-name {name:?}: 1 to 200 characters, no spaces"
                 ));
             }
+        }
+        if self.presence_ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "--presence-ttl {}: at least 1s",
+                humantime::format_duration(self.presence_ttl)
+            ));
         }
         if !crate::cluster::valid_node_name(&self.redis_prefix) {
             let prefix = &self.redis_prefix;

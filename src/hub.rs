@@ -84,6 +84,13 @@ impl Hub {
         self
     }
 
+    /// The same hub keeping presence for the cluster (cluster mode): `users` and presence
+    /// events answer for every node.
+    pub fn with_presence(mut self, link: crate::cluster::presence::PresenceLink) -> Self {
+        self.router = self.router.with_presence(link);
+        self
+    }
+
     /// Tells one set of sessions to check their heartbeat (see [`HEARTBEAT_PHASES`]).
     fn beat(&mut self) {
         let phase = self.heartbeat_phase;
@@ -171,6 +178,7 @@ impl Handler<Shutdown> for Hub {
     type Result = ();
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
         self.shutting_down = true;
+        self.router.leave_presence();
         // Nothing will be watched any more: the feed may stop.
         if let Some(feed) = &self.feed {
             for group in self.router.watched_feeds() {
@@ -218,6 +226,11 @@ impl Handler<Join> for Hub {
             c.id.as_ref(),
             msg.since.as_ref(),
         );
+        if result.is_ok() {
+            if let Ok(name) = self.router.pool().joined_name(c.session) {
+                self.router.count_user(&name);
+            }
+        }
         self.answer(c, result, Reply::Queued);
     }
 }
@@ -305,9 +318,19 @@ impl Handler<ListUsers> for Hub {
     type Result = ();
     fn handle(&mut self, msg: ListUsers, _: &mut Context<Self>) {
         let c = &msg.caller;
+        // Cluster mode: answered from Redis, off this thread.
+        let group = msg.group.as_deref();
+        match self
+            .router
+            .ask_users(c.session, group, &msg.page, c.id.as_ref())
+        {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => return self.router.fail(c.session, c.id.as_ref(), &e),
+        }
         let listed = self
             .router
-            .users(c.session, msg.group.as_deref(), &msg.page, c.id.as_ref());
+            .users(c.session, group, &msg.page, c.id.as_ref());
         match listed {
             Ok(frame) => self.router.reply(c.session, &frame),
             Err(e) => self.router.fail(c.session, c.id.as_ref(), &e),
@@ -345,6 +368,15 @@ impl Handler<Caught> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Caught, _: &mut Context<Self>) {
         self.router.caught(msg.ticket, msg.answer);
+        self.hand_on_demand();
+    }
+}
+
+impl Handler<PresenceEvent> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: PresenceEvent, _: &mut Context<Self>) {
+        self.router
+            .announce_remote(&msg.group, msg.event, &msg.name);
         self.hand_on_demand();
     }
 }

@@ -165,6 +165,9 @@ pub struct GroupChange {
     pub group: Arc<str>,
     /// `Join` when the user's first session entered, `Leave` when its last one left.
     pub presence: Option<(PresenceChange, Arc<str>)>,
+    /// The user whose session entered or left (or stopped being anonymous, at `join`);
+    /// `None` for an anonymous session. Cluster mode counts sessions by it.
+    pub member: Option<Arc<str>>,
     /// The group gained its first session.
     pub first: bool,
     /// The group lost its last session (and is gone).
@@ -314,14 +317,14 @@ impl Pool {
                 group.anonymous = group.anonymous.saturating_sub(1);
                 let n = group.users.entry(name.clone()).or_insert(0);
                 *n += 1;
-                if *n == 1 {
-                    changes.push(GroupChange {
-                        group: g.clone(),
-                        presence: Some((PresenceChange::Join, name.clone())),
-                        first: false,
-                        last: false,
-                    });
-                }
+                // Every group changes its counts; only a first session is an arrival.
+                changes.push(GroupChange {
+                    group: g.clone(),
+                    presence: (*n == 1).then(|| (PresenceChange::Join, name.clone())),
+                    member: Some(name.clone()),
+                    first: false,
+                    last: false,
+                });
             }
         }
         Ok((name, changes))
@@ -351,6 +354,7 @@ impl Pool {
                 let change = GroupChange {
                     group: key.cloned().unwrap_or_else(|| Arc::from(group)),
                     presence: None,
+                    member: entry.name.clone(),
                     first: false,
                     last: false,
                 };
@@ -394,6 +398,7 @@ impl Pool {
         let change = GroupChange {
             group: key,
             presence,
+            member: entry.name.clone(),
             first: g.members.len() == 1,
             last: false,
         };
@@ -444,6 +449,7 @@ impl Pool {
         Some(GroupChange {
             group: key,
             presence,
+            member: name.cloned(),
             first: false,
             last,
         })

@@ -24,12 +24,14 @@ use bytestring::ByteString;
 use serde_json::value::RawValue;
 
 use crate::auth::Grant;
+use crate::cluster::presence::{Key, PresenceLink, UsersAsk};
 use crate::cluster::{Answer, Ask, Broker, Holds, Read, Route};
 use crate::error::{CloseReason, ErrorCode, ReplyError};
 use crate::history::{History, MemoryHistory, Position, Recovery, Retention, StreamKey};
 use crate::outbox::{Outbox, WakeBatch};
 use crate::policy::{Policies, Publishers, CLASSIC_FEED};
 use crate::pool::{forbidden, not_joined, GroupChange, Pool, SessionId};
+use crate::protocol::PresenceChange;
 use crate::protocol::{
     encode, encode_group_history, encode_message, legacy_groups, normalize_name, now_ms,
     valid_group, Event, Kind, RequestId, Stream, Template, UsersPage, GROUP_RULE,
@@ -165,7 +167,7 @@ pub struct Deliveries {
 
 /// One page of a listing for the server API: entries sorted by name, the total, and the
 /// name to ask the next page after.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Listing {
     pub entries: Vec<(String, usize)>,
     pub count: usize,
@@ -260,6 +262,10 @@ pub struct Router {
     /// Cluster mode: sessions whose frames wait for a read of Redis, and the reads.
     holds: Holds,
     waiting: HashMap<u64, Waiting>,
+    /// Cluster mode: where this node's presence goes, and who answers `users` for the
+    /// cluster. Set, the router no longer announces join and leave itself: they come
+    /// back from the cluster, decided for all nodes ([`Router::announce_remote`]).
+    presence: Option<PresenceLink>,
 }
 
 impl Router {
@@ -285,7 +291,14 @@ impl Router {
             broker: None,
             holds: Holds::default(),
             waiting: HashMap::new(),
+            presence: None,
         }
+    }
+
+    /// The same router keeping presence for the cluster through `link` (cluster mode).
+    pub fn with_presence(mut self, link: PresenceLink) -> Self {
+        self.presence = Some(link);
+        self
     }
 
     /// The same router in cluster mode: messages go to the other nodes through `broker`
@@ -783,16 +796,8 @@ impl Router {
         page: &UsersPage,
         request: Option<&RequestId>,
     ) -> Result<ByteString, ReplyError> {
-        self.pool.joined_name(id)?;
         let (after, limit) = (page.after.as_deref(), page.limit);
-        let limited = self.pool.grant(id).is_some_and(Grant::is_limited);
-        let Some(g) = group else {
-            if limited {
-                return Err(ReplyError::new(
-                    ErrorCode::Forbidden,
-                    "a token limited to groups lists users one group at a time",
-                ));
-            }
+        let Some(listed) = self.users_scope(id, group)? else {
             let (users, next) = self.pool.user_names(after, limit);
             return Ok(encode(&Event::Users {
                 id: request,
@@ -802,16 +807,10 @@ impl Router {
                 next,
             }));
         };
-        if !valid_group(g) {
-            return Err(invalid_group());
-        }
-        let policy = self.policies.of(g);
-        if !policy.open {
-            self.pool.check_grant(id, g)?;
-        }
+        let g = group.unwrap_or_default();
         let members = self.pool.group(g);
         let (users, next) = match members {
-            Some(members) if policy.listed => members.user_names(after, limit),
+            Some(members) if listed => members.user_names(after, limit),
             _ => (Vec::new(), None),
         };
         Ok(encode(&Event::Users {
@@ -821,6 +820,113 @@ impl Router {
             count: members.map_or(0, |m| m.user_count()),
             next,
         }))
+    }
+
+    /// What session `id` may list: `None` every user, `Some(listed)` the group's, whose
+    /// policy lists names or gives the count alone. A token with a `groups` claim sees
+    /// names only in its groups.
+    fn users_scope(&self, id: SessionId, group: Option<&str>) -> Result<Option<bool>, ReplyError> {
+        self.pool.joined_name(id)?;
+        let Some(g) = group else {
+            if self.pool.grant(id).is_some_and(Grant::is_limited) {
+                return Err(ReplyError::new(
+                    ErrorCode::Forbidden,
+                    "a token limited to groups lists users one group at a time",
+                ));
+            }
+            return Ok(None);
+        };
+        if !valid_group(g) {
+            return Err(invalid_group());
+        }
+        let policy = self.policies.of(g);
+        if !policy.open {
+            self.pool.check_grant(id, g)?;
+        }
+        Ok(Some(policy.listed))
+    }
+
+    /// Cluster mode's `users`: checked here as [`Router::users`] checks it, then answered
+    /// from the cluster's presence, straight into the session's outbox, off this thread.
+    /// `false` on a single node (answer with [`Router::users`]).
+    pub fn ask_users(
+        &self,
+        id: SessionId,
+        group: Option<&str>,
+        page: &UsersPage,
+        request: Option<&RequestId>,
+    ) -> Result<bool, ReplyError> {
+        let Some(link) = &self.presence else {
+            return Ok(false);
+        };
+        let listed = self.users_scope(id, group)?;
+        let outbox = self
+            .pool
+            .session(id)
+            .ok_or_else(unknown_session)?
+            .outbox
+            .clone();
+        link.ask_users(UsersAsk {
+            id: request.cloned(),
+            group: group.map(str::to_owned),
+            listed: listed.unwrap_or(true),
+            after: page.after.clone(),
+            limit: page.limit,
+            outbox,
+        });
+        Ok(true)
+    }
+
+    /// Cluster mode: user `name` entered `group` (its first session on any node) or left
+    /// it (its last anywhere); the group's presence watchers on this node are told.
+    pub fn announce_remote(&mut self, group: &str, event: PresenceChange, name: &str) -> Outcome {
+        let mut outcome = Outcome::default();
+        if let Some(members) = self.pool.group(group) {
+            let frame = encode(&Event::Presence { group, event, name });
+            outcome.announced = deliver(
+                members.watchers(),
+                &frame,
+                None,
+                &mut self.wakes,
+                &mut self.unreachable,
+                &mut self.holds,
+                None,
+            );
+        }
+        self.finish(outcome)
+    }
+
+    /// Cluster mode: tells the cluster's presence how many sessions user `name` has here.
+    pub fn count_user(&self, name: &str) {
+        if let Some(link) = &self.presence {
+            link.set(Key::User(name.to_owned()), self.pool.session_count(name));
+        }
+    }
+
+    /// Cluster mode: tells the cluster's presence what a membership change left in the
+    /// group here (the member's sessions in it, and its anonymous sessions).
+    fn count_members(&self, change: &GroupChange) {
+        let Some(link) = &self.presence else { return };
+        if change.group.starts_with('#') {
+            return; // hub-internal, listed nowhere
+        }
+        let group = self.pool.group(&change.group);
+        if let Some(name) = &change.member {
+            let key = Key::Member {
+                group: change.group.to_string(),
+                name: name.to_string(),
+            };
+            link.set(key, group.map_or(0, |g| g.sessions_of(name)));
+        }
+        let anonymous = group.map_or(0, |g| g.member_count() - g.user_count());
+        link.set(Key::Anonymous(change.group.to_string()), anonymous);
+    }
+
+    /// Cluster mode: leaves the cluster's presence at once (shutdown).
+    pub fn leave_presence(&self) {
+        if let Some(link) = &self.presence {
+            link.leave();
+        }
     }
 
     /// Asks the sessions of one of the pool's sets to check their heartbeat.
@@ -1553,6 +1659,9 @@ impl Router {
         self.holds.release(id);
         let changes = self.pool.disconnect(id);
         if let Some(name) = &name {
+            self.count_user(name);
+        }
+        if let Some(name) = &name {
             if self.broker.is_some() && self.pool.user_outboxes(name).is_none() {
                 self.user_interest(name, false);
             }
@@ -1573,7 +1682,10 @@ impl Router {
     /// groups that gained their first or lost their last session.
     fn announce(&mut self, changes: Vec<GroupChange>, outcome: &mut Outcome) {
         for change in changes {
-            if let Some((event, name)) = &change.presence {
+            self.count_members(&change);
+            // Cluster mode: join and leave are the cluster's to decide (announce_remote).
+            let local = self.presence.is_none();
+            if let Some((event, name)) = change.presence.as_ref().filter(|_| local) {
                 if let Some(group) = self.pool.group(&change.group) {
                     let frame = encode(&Event::Presence {
                         group: &change.group,

@@ -118,8 +118,14 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         }
         None => (None, None),
     };
+    let presence = presence(config, listener.local_addr()?.port())?;
+    let presence_link = presence.as_ref().map(|p| p.link.clone());
     let hub = Hub::start_in_arbiter(&hub_thread.handle(), move |_| {
         let hub = Hub::new(hub_config);
+        let hub = match presence_link {
+            Some(link) => hub.with_presence(link),
+            None => hub,
+        };
         match broker {
             Some(broker) => hub.with_broker(Box::new(broker)),
             None => hub,
@@ -135,6 +141,18 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         );
         thread
     });
+    let presence_reader = match (presence, &cluster_thread) {
+        (Some(p), Some(thread)) => {
+            thread.spawn(p.task.run());
+            thread.spawn(crate::cluster::presence::listen(
+                p.client,
+                p.channel,
+                hub.clone().recipient(),
+            ));
+            Some(p.reader)
+        }
+        _ => None,
+    };
     let ticker_thread = Arbiter::new();
     let (market, frames) = (config.market(), hub.clone().recipient());
     let ticker = Ticker::start_in_arbiter(&ticker_thread.handle(), move |_| {
@@ -206,11 +224,11 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let write_timeout_ms = config.write_timeout_ms;
     let draining = state.draining.clone();
     let api = config.api_key.as_deref().map(|key| {
-        Arc::new(crate::api::Api::new(
-            hub.clone(),
-            key,
-            config.max_message_bytes as usize,
-        ))
+        let api = crate::api::Api::new(hub.clone(), key, config.max_message_bytes as usize);
+        Arc::new(match &presence_reader {
+            Some(reader) => api.with_presence(reader.clone()),
+            None => api,
+        })
     });
     // The API shares the main listener unless it has its own.
     let (api_here, api_apart) = match config.api_bind {
@@ -315,6 +333,41 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         api_server,
         draining,
     })
+}
+
+/// Cluster mode's presence, before its task runs on the cluster thread.
+struct ClusterPresence {
+    link: crate::cluster::presence::PresenceLink,
+    reader: crate::cluster::presence::PresenceReader,
+    task: crate::cluster::presence::PresenceTask<crate::cluster::presence::RedisPresence>,
+    client: redis::Client,
+    /// Where the presence events are published.
+    channel: String,
+}
+
+/// The cluster's presence on Redis, with `--redis`.
+fn presence(config: &Config, port: u16) -> std::io::Result<Option<ClusterPresence>> {
+    use crate::cluster::presence::{self, RedisPresence};
+    let Some(cluster) = config.cluster(port) else {
+        return Ok(None);
+    };
+    let client = redis::Client::open(cluster.url.as_str()).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+    })?;
+    let node = cluster.node_id();
+    log::info!(
+        "cluster presence: node {node}, removed {} after its last renewal (--presence-ttl)",
+        humantime::format_duration(config.presence_ttl)
+    );
+    let store = RedisPresence::new(client.clone(), &cluster.prefix);
+    let (link, reader, task) = presence::channel(store, node, config.presence_ttl);
+    Ok(Some(ClusterPresence {
+        link,
+        reader,
+        task,
+        client,
+        channel: RedisPresence::events_channel(&cluster.prefix),
+    }))
 }
 
 /// Runs the hub until `shutdown` resolves or the server fails. On shutdown it stops

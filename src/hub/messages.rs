@@ -286,3 +286,13 @@ pub struct Caught {
     pub ticket: u64,
     pub answer: Result<crate::cluster::Answer, &'static str>,
 }
+
+/// Cluster mode: `name` entered `group` (its first session on any node) or left it (its
+/// last anywhere), as the cluster's presence decided; for this node's watchers.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PresenceEvent {
+    pub group: Box<str>,
+    pub event: crate::protocol::PresenceChange,
+    pub name: Box<str>,
+}

@@ -81,6 +81,13 @@ impl HubProcess {
         }
     }
 
+    /// Kills the process with SIGKILL (no shutdown: what a crash looks like to the
+    /// others) and waits for it to end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Takes in whatever the hub has logged by now.
     pub fn drain_log(&mut self) {
         while let Ok(line) = self.log.try_recv() {
