@@ -148,6 +148,8 @@ pub struct ClusterConfig {
     /// Payloads from Redis longer than this are dropped (a frame is at most one message
     /// and its envelope).
     pub max_frame_bytes: usize,
+    /// Silence on the PUB/SUB connection after which the node probes it (`--redis-probe`).
+    pub probe: std::time::Duration,
 }
 
 impl ClusterConfig {
@@ -200,6 +202,11 @@ impl Channels {
             Route::User(u) => format!("{p}u:{u}"),
             Route::Everyone => format!("{p}all"),
         }
+    }
+
+    /// The channel on which node `node` probes its own PUB/SUB connection.
+    pub fn probe(&self, node: &str) -> String {
+        format!("{}probe:{node}", self.prefix)
     }
 
     /// The route of a channel; `None` for a channel that is none of ours.
@@ -416,6 +423,7 @@ mod tests {
             node_name: "n:1".into(),
             prefix: "wxhub".into(),
             max_frame_bytes: 1,
+            probe: std::time::Duration::from_secs(30),
         };
         let (a, b) = (config.node_id(), config.node_id());
         assert!(a.starts_with("n:1/") && a != b, "{a} {b}");

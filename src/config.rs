@@ -230,6 +230,12 @@ pub struct Config {
     /// users, this long after its last renewal (at least 1s; nodes renew every third).
     #[arg(long, env = "WXHUB_PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub presence_ttl: Duration,
+
+    /// Cluster mode: when nothing arrived on the Redis PUB/SUB connection for this long,
+    /// the node publishes a probe to itself and reconnects if it does not come back
+    /// (a connection can go silent without closing, e.g. after a failover).
+    #[arg(long, env = "WXHUB_REDIS_PROBE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub redis_probe: Duration,
 }
 
 impl Default for Config {
@@ -271,6 +277,7 @@ impl Default for Config {
             node_name: None,
             redis_prefix: "wxhub".into(),
             presence_ttl: crate::cluster::presence::DEFAULT_TTL,
+            redis_probe: Duration::from_secs(30),
         }
     }
 }
@@ -327,6 +334,12 @@ impl Config {
                 humantime::format_duration(self.presence_ttl)
             ));
         }
+        if self.redis_probe < Duration::from_millis(100) {
+            return Err(format!(
+                "--redis-probe {}: at least 100ms",
+                humantime::format_duration(self.redis_probe)
+            ));
+        }
         if !crate::cluster::valid_node_name(&self.redis_prefix) {
             let prefix = &self.redis_prefix;
             return Err(format!(
@@ -347,6 +360,7 @@ impl Config {
             prefix: self.redis_prefix.clone(),
             // A message and what a node wraps around it.
             max_frame_bytes: self.max_message_bytes as usize * 2 + 4096,
+            probe: self.redis_probe,
         })
     }
 

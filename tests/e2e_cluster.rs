@@ -578,3 +578,115 @@ async fn a_node_without_its_redis_still_routes_locally() {
         .await;
     expect_message(&mut b1, &json!("from a again")).await;
 }
+
+/// A TCP proxy to Redis that can make the connections it carries go silent without
+/// closing them (what a failover or a NAT can do): their replies and messages are
+/// swallowed from then on, while new connections pass.
+struct SilencingProxy {
+    port: u16,
+    /// Connections numbered below this are silent.
+    silent_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SilencingProxy {
+    /// Runs on a thread of its own (the test's thread blocks on log lines).
+    fn start(to: u16) -> SilencingProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent_below = Arc::new(AtomicU64::new(0));
+        let next = Arc::new(AtomicU64::new(0));
+        let (silent, counter) = (silent_below.clone(), next.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((client, _)) = listener.accept().await {
+                    let id = counter.fetch_add(1, Ordering::SeqCst);
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                        continue;
+                    };
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+                    });
+                    let silent = silent.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 << 10];
+                        while let Ok(n) = server_rx.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            if id >= silent.load(Ordering::SeqCst)
+                                && client_tx.write_all(&buf[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                }
+            })
+        });
+        SilencingProxy {
+            port,
+            silent_below,
+            next,
+        }
+    }
+
+    /// Every connection open now goes silent.
+    fn silence_open_connections(&self) {
+        use std::sync::atomic::Ordering;
+        let now = self.next.load(Ordering::SeqCst);
+        self.silent_below.store(now, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_pubsub_connection_gone_silent_is_found_by_the_probe_and_replaced() {
+    let redis = RedisServer::start();
+    let proxy = SilencingProxy::start(redis.port);
+    let mut cmd = HubProcess::command();
+    cmd.args([
+        "--node-name",
+        "behind-proxy",
+        "--redis",
+        &format!("redis://127.0.0.1:{}/0", proxy.port),
+        "--redis-probe",
+        "500ms",
+    ]);
+    let mut a = HubProcess::spawn(cmd);
+    a.wait_log("cluster mode: node behind-proxy/");
+    let b = Node::start(&redis, "direct");
+    let mut a1 = a.joined("a1", &["room"]).await;
+    let mut b1 = b.joined("b1", &["room"]).await;
+    redis.wait_subscribers("wxhub:g:room", 2).await;
+    b1.send_json(json!({"type":"publish","group":"room","body":"before"}))
+        .await;
+    expect_message(&mut a1, &json!("before")).await;
+
+    // Node a's connections to Redis stay open but nothing comes back on them any more.
+    proxy.silence_open_connections();
+    a.wait_log("cluster: Redis PUB/SUB went silent");
+    a.wait_log("cluster: subscribed on Redis again");
+    // Through a fresh connection: what b publishes reaches a1 again. (What was published
+    // while a was deaf is lost for a's sessions; recovery is how clients learn it.)
+    redis.wait_subscribers("wxhub:g:room", 2).await;
+    b1.send_json(json!({"type":"publish","group":"room","body":"after"}))
+        .await;
+    a1.expect(|e| e["type"] == "message" && e["body"] == "after")
+        .await;
+    assert_eq!(
+        a1.request(json!({"type":"ping","id":1})).await["type"],
+        "pong",
+        "the session lived through it"
+    );
+}

@@ -117,6 +117,7 @@ pub struct Tasks {
     commands: mpsc::UnboundedReceiver<Command>,
     queued: Arc<AtomicUsize>,
     max_frame_bytes: usize,
+    probe: Duration,
 }
 
 impl RedisBroker {
@@ -153,6 +154,7 @@ impl RedisBroker {
             commands: commands_rx,
             queued,
             max_frame_bytes: config.max_frame_bytes,
+            probe: config.probe,
         };
         Ok((broker, tasks))
     }
@@ -245,6 +247,7 @@ impl Tasks {
             commands,
             queued,
             max_frame_bytes,
+            probe,
         } = self;
         on.spawn(
             Publisher {
@@ -259,6 +262,7 @@ impl Tasks {
             .run(publish, queued),
         );
         let inbound = Inbound {
+            probe: channels.probe(&node),
             node,
             channels,
             max_frame_bytes,
@@ -272,7 +276,7 @@ impl Tasks {
             sha: streams::sha(streams::READ_SCRIPT),
             answers,
         };
-        on.spawn(subscriber(client, commands, inbound, reader, health));
+        on.spawn(subscriber(client, commands, inbound, reader, health, probe));
     }
 }
 
@@ -457,8 +461,10 @@ async fn subscriber(
     mut inbound: Inbound,
     mut reader: Reader,
     health: Arc<RedisHealth>,
+    probe_after: Duration,
 ) {
-    let mut wanted: HashSet<String> = HashSet::new();
+    // Its own probe channel, always: see `Probe`.
+    let mut wanted: HashSet<String> = HashSet::from([inbound.probe.clone()]);
     let mut reads = Vec::new();
     let mut delay = BACKOFF.0;
     let mut failing = false;
@@ -498,8 +504,22 @@ async fn subscriber(
             );
         }
         delay = BACKOFF.0;
+        let mut probe = Probe::new(probe_after);
         loop {
             tokio::select! {
+                () = tokio::time::sleep_until(probe.next_check()) => {
+                    if probe.unanswered() {
+                        log::warn!(
+                            "cluster: Redis PUB/SUB went silent (a probe did not come back in {}); reconnecting",
+                            humantime::format_duration(probe.wait),
+                        );
+                        break;
+                    }
+                    if probe.due() {
+                        reader.publish_probe(&inbound.probe, &inbound.node);
+                        probe.sent();
+                    }
+                }
                 command = commands.recv() => {
                     let Some(command) = command else { return };
                     take(command, &mut wanted, &mut reads);
@@ -530,7 +550,10 @@ async fn subscriber(
                     }
                 }
                 message = stream.next() => match message {
-                    Some(message) => inbound.take(&message),
+                    Some(message) => {
+                        probe.heard();
+                        inbound.take(&message);
+                    }
                     None => {
                         log::warn!("cluster: lost the Redis PUB/SUB connection; reconnecting");
                         break;
@@ -540,6 +563,53 @@ async fn subscriber(
         }
         health.subscribed.store(false, Ordering::Relaxed);
         failing = true;
+    }
+}
+
+/// Catches a PUB/SUB connection that went silent without closing (centrifugal/centrifugo
+/// #1189: after a failover, publishes succeeded and nothing arrived): when nothing was
+/// heard for `after`, the node publishes to its own probe channel, and reconnects if the
+/// probe is not heard within `wait`. Anything heard counts, so a busy node never probes.
+struct Probe {
+    after: Duration,
+    wait: Duration,
+    heard: tokio::time::Instant,
+    sent: Option<tokio::time::Instant>,
+}
+
+impl Probe {
+    fn new(after: Duration) -> Probe {
+        Probe {
+            after,
+            wait: after.min(Duration::from_secs(5)),
+            heard: tokio::time::Instant::now(),
+            sent: None,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.heard = tokio::time::Instant::now();
+        self.sent = None;
+    }
+
+    fn sent(&mut self) {
+        self.sent = Some(tokio::time::Instant::now());
+    }
+
+    fn next_check(&self) -> tokio::time::Instant {
+        match self.sent {
+            Some(at) => at + self.wait,
+            None => self.heard + self.after,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.sent.is_none() && tokio::time::Instant::now() >= self.heard + self.after
+    }
+
+    fn unanswered(&self) -> bool {
+        self.sent
+            .is_some_and(|at| tokio::time::Instant::now() >= at + self.wait)
     }
 }
 
@@ -577,6 +647,15 @@ async fn absorb_for(
     }
 }
 
+/// The reader's connection: bounded waits, so that a silent Redis fails reads instead of
+/// holding sessions.
+fn reader_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+}
+
 /// Reads streams for the subscriber, on a connection of its own.
 struct Reader {
     client: redis::Client,
@@ -591,12 +670,9 @@ impl Reader {
     /// One pipeline of reads; an answer (or why not) per read.
     async fn read(&mut self, reads: &[Read]) -> redis::RedisResult<Vec<Result<Answer, String>>> {
         if self.conn.is_none() {
-            let config = ConnectionManagerConfig::new()
-                .set_number_of_retries(1)
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(5)));
-            self.conn =
-                Some(ConnectionManager::new_with_config(self.client.clone(), config).await?);
+            self.conn = Some(
+                ConnectionManager::new_with_config(self.client.clone(), reader_config()).await?,
+            );
         }
         let Some(conn) = self.conn.as_mut() else {
             unreachable!("connected above");
@@ -632,6 +708,31 @@ impl Reader {
                 .map(|r| r.map_err(|e| e.to_string()).and_then(streams::answer))
                 .collect());
         }
+    }
+
+    /// Publishes a probe on `channel` without waiting for it (the connection may be the
+    /// silent one): the subscriber waits for it to come back instead.
+    fn publish_probe(&mut self, channel: &str, node: &str) {
+        let client = self.client.clone();
+        let conn = self.conn.clone();
+        let (channel, payload) = (channel.to_owned(), format!("{node}\nprobe"));
+        tokio::spawn(async move {
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => match ConnectionManager::new_with_config(client, reader_config()).await {
+                    Ok(conn) => conn,
+                    Err(e) => return log::debug!("cluster: cannot publish a probe: {e}"),
+                },
+            };
+            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = sent {
+                log::debug!("cluster: cannot publish a probe: {e}");
+            }
+        });
     }
 
     fn answer(&self, reads: impl Iterator<Item = Read>, answers: Vec<Result<Answer, String>>) {
@@ -680,6 +781,8 @@ async fn sync(
 
 /// Turns what Redis delivers into messages for the hub.
 struct Inbound {
+    /// This node's probe channel (see `Probe`).
+    probe: String,
     node: Arc<str>,
     channels: Channels,
     max_frame_bytes: usize,
@@ -691,6 +794,9 @@ struct Inbound {
 impl Inbound {
     fn take(&mut self, message: &redis::Msg) {
         let channel = message.get_channel_name();
+        if channel == self.probe {
+            return; // heard: that is all a probe is for
+        }
         let Some(route) = self.channels.route(channel) else {
             return self.drop_malformed(channel, "not a channel of ours");
         };
