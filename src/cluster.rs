@@ -15,11 +15,13 @@
 //! - [`pubsub`]: [`RedisBroker`], the Redis implementation (PUBLISH and SUBSCRIBE on
 //!   tasks of a thread of their own; the hub never waits on Redis).
 //! - [`memory`]: [`MemoryBroker`], which records what it is asked (router tests).
+//! - [`leader`]: one ticker for the cluster, on the node holding a lease in Redis.
 //!
 //! On the wire: one Redis channel per route ([`Channels`]), and a payload that is the
 //! origin node's id, a newline, and the frame ([`envelope`], [`open`]); a node drops its
 //! own messages (it delivered them already) and anything malformed.
 
+pub mod leader;
 pub mod memory;
 pub mod pubsub;
 

@@ -224,6 +224,11 @@ pub struct Config {
     /// Prefix of every Redis channel and key, so that several hubs can share one Redis.
     #[arg(long, env = "WXHUB_REDIS_PREFIX", default_value = "wxhub")]
     pub redis_prefix: String,
+
+    /// Cluster mode: how long the node that ticks the market holds its lease in Redis
+    /// (renewed every third of it); a dead leader is replaced within it. 100ms to 1h.
+    #[arg(long, env = "WXHUB_TICKER_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub ticker_lease: Duration,
 }
 
 impl Default for Config {
@@ -264,6 +269,7 @@ impl Default for Config {
             redis: None,
             node_name: None,
             redis_prefix: "wxhub".into(),
+            ticker_lease: crate::cluster::leader::DEFAULT_LEASE,
         }
     }
 }
@@ -313,6 +319,12 @@ impl Config {
                     "--node-name {name:?}: 1 to 200 characters, no spaces"
                 ));
             }
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&self.ticker_lease) {
+            return Err(format!(
+                "--ticker-lease {:?}: from 100ms to 1h",
+                self.ticker_lease
+            ));
         }
         if !crate::cluster::valid_node_name(&self.redis_prefix) {
             let prefix = &self.redis_prefix;

@@ -5,6 +5,11 @@
 //! of trading: lively on a chart, never a 50% jump), is rounded to cents, kept at or above
 //! 0.01 and within the daily limit (+-10% of the open, as on A-share markets). With a seed
 //! the sequence of prices is the same on every run. Pure: no actors, no clock.
+//!
+//! In cluster mode the market is shared: the leading node's ticker publishes a
+//! [`MarketState`] each tick (and saves it in Redis), the other nodes [`Model::restore`]
+//! it, and a node that takes the lead continues from the saved one. A state comes from
+//! Redis, so it is checked in full before any of it is used.
 
 use std::collections::VecDeque;
 use std::str::FromStr;
@@ -12,6 +17,7 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::Quote;
 
@@ -91,6 +97,50 @@ pub struct ModelConfig {
     pub daily_limit: Option<f64>,
 }
 
+/// The market after a tick, as published and saved in cluster mode: everything a node
+/// needs to show it (quotes, snapshots, `history`) and to continue it from there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarketState {
+    /// The tick's time, in ms since the epoch (every quote's `ts`).
+    pub ts: u64,
+    /// One entry per listed symbol, in the configured order.
+    pub symbols: Vec<SymbolState>,
+}
+
+/// One symbol in a [`MarketState`]; the price and the change follow from `exact` and
+/// `open`, as in [`Model::step`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SymbolState {
+    pub code: String,
+    pub open: f64,
+    /// The unrounded price.
+    pub exact: f64,
+    pub high: f64,
+    pub low: f64,
+    pub volume: u64,
+    pub turnover: f64,
+    /// The walk's own parameters, so that a new leader continues the same walk (with no
+    /// `--seed`, each node draws its own).
+    pub drift: f64,
+    pub vol: f64,
+}
+
+/// Why a [`MarketState`] was refused: it is not this market's, or not a market at all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidState {
+    #[error("not a market state: {0}")]
+    Json(String),
+    #[error("it lists other symbols than this node's")]
+    OtherSymbols,
+    #[error("{0}: {1}")]
+    Symbol(String, &'static str),
+}
+
+/// Largest log-drift per tick and volatility a state may carry (the model draws them
+/// well within these).
+const MAX_DRIFT: f64 = 0.01;
+const MAX_VOL: f64 = 0.1;
+
 struct Walk {
     /// Unrounded price, so rounding to cents does not bias the walk.
     exact: f64,
@@ -155,6 +205,124 @@ impl Model {
     /// The latest quote of every symbol.
     pub fn quotes(&self) -> &[Quote] {
         &self.quotes
+    }
+
+    /// The time of the latest tick (of the opening, before any).
+    pub fn ts(&self) -> u64 {
+        self.quotes.first().map_or(0, |q| q.ts)
+    }
+
+    /// The market as it stands, to publish and save (cluster mode).
+    pub fn state(&self) -> MarketState {
+        MarketState {
+            ts: self.ts(),
+            symbols: self
+                .quotes
+                .iter()
+                .zip(&self.walks)
+                .map(|(q, w)| SymbolState {
+                    code: q.symbol.to_string(),
+                    open: q.open,
+                    exact: w.exact,
+                    high: q.high,
+                    low: q.low,
+                    volume: q.volume,
+                    turnover: q.turnover,
+                    drift: w.drift,
+                    vol: w.vol,
+                })
+                .collect(),
+        }
+    }
+
+    /// Parses and [`restore`](Model::restore)s a state as it comes from Redis.
+    pub fn restore_json(&mut self, json: &str) -> Result<(), InvalidState> {
+        let state: MarketState =
+            serde_json::from_str(json).map_err(|e| InvalidState::Json(e.to_string()))?;
+        self.restore(&state)
+    }
+
+    /// Takes `state` as the current market (a tick the leader published, or the state a
+    /// new leader continues from), and keeps its quotes in `history`. All or nothing: the
+    /// state must list this model's symbols in its order, with the same opens, and
+    /// prices that this model could have reached; otherwise nothing changes.
+    pub fn restore(&mut self, state: &MarketState) -> Result<(), InvalidState> {
+        if state.symbols.len() != self.quotes.len()
+            || state
+                .symbols
+                .iter()
+                .zip(&self.quotes)
+                .any(|(s, q)| s.code != *q.symbol)
+        {
+            return Err(InvalidState::OtherSymbols);
+        }
+        for (s, q) in state.symbols.iter().zip(&self.quotes) {
+            self.check(s, q.open)
+                .map_err(|why| InvalidState::Symbol(s.code.clone(), why))?;
+        }
+        for ((s, q), w) in state
+            .symbols
+            .iter()
+            .zip(self.quotes.iter_mut())
+            .zip(self.walks.iter_mut())
+        {
+            w.exact = s.exact;
+            w.drift = s.drift;
+            w.vol = s.vol;
+            let price = round2(s.exact).max(0.01);
+            q.price = price;
+            q.change = round2(price - q.open);
+            q.change_pct = round2((price - q.open) / q.open * 100.0);
+            q.high = s.high;
+            q.low = s.low;
+            q.volume = s.volume;
+            q.turnover = s.turnover;
+            q.ts = state.ts;
+            // History stays ordered by time: a state older than what is kept (the
+            // opening quote of a node that started after it) replaces the newer ones.
+            while w.history.back().is_some_and(|h| h.ts >= state.ts) {
+                w.history.pop_back();
+            }
+            if w.history.len() == self.history {
+                w.history.pop_front();
+            }
+            w.history.push_back(q.clone());
+        }
+        Ok(())
+    }
+
+    /// Whether `s` is a state this model could be in, for a symbol opened at `open`.
+    fn check(&self, s: &SymbolState, open: f64) -> Result<(), &'static str> {
+        let finite = [s.open, s.exact, s.high, s.low, s.turnover, s.drift, s.vol]
+            .iter()
+            .all(|x| x.is_finite());
+        if !finite {
+            return Err("a number that is not finite");
+        }
+        if (s.open - open).abs() > 0.001 {
+            return Err("another opening price (another day's market?)");
+        }
+        let (min, max) = match self.daily_limit {
+            Some(limit) => (open * (1.0 - limit), open * (1.0 + limit)),
+            None => (0.01, f64::MAX),
+        };
+        // A hair of slack: the bounds are computed again here, maybe not to the same bit.
+        let slack = 1e-9 * max.min(1e12);
+        if !(min.max(0.01) - slack..=max + slack).contains(&s.exact) {
+            return Err("a price outside the daily limit");
+        }
+        let price = round2(s.exact).max(0.01);
+        if !(s.low >= 0.01 && s.low <= price && price <= s.high && s.high <= round2(max) + 0.01)
+        {
+            return Err("a high or low that does not fit the price");
+        }
+        if s.turnover < 0.0 {
+            return Err("a negative turnover");
+        }
+        if s.drift.abs() > MAX_DRIFT || !(s.vol > 0.0 && s.vol <= MAX_VOL) {
+            return Err("a drift or volatility no walk has");
+        }
+        Ok(())
     }
 
     /// Index of a symbol by code.

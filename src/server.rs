@@ -109,14 +109,22 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let hub_config = config.hub();
     // Cluster mode: the router tells the other nodes through a broker whose Redis I/O
     // runs on a thread of its own.
-    let (broker, cluster_tasks) = match config.cluster(listener.local_addr()?.port()) {
+    let (broker, cluster_tasks, ticker_tasks) = match config.cluster(listener.local_addr()?.port()) {
         Some(cluster) => {
-            let (broker, tasks) = crate::cluster::RedisBroker::new(&cluster).map_err(|e| {
+            let invalid = |e: redis::RedisError| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
-            })?;
-            (Some(broker), Some(tasks))
+            };
+            let (broker, tasks) = crate::cluster::RedisBroker::new(&cluster).map_err(invalid)?;
+            // One ticker for the cluster: the node holding the lease ticks.
+            let ticker = crate::cluster::leader::new(
+                &cluster,
+                config.ticker_lease,
+                config.market().model.symbols.len(),
+            )
+            .map_err(invalid)?;
+            (Some(broker), Some(tasks), Some(ticker))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let hub = Hub::start_in_arbiter(&hub_thread.handle(), move |_| {
         let hub = Hub::new(hub_config);
@@ -133,9 +141,26 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     });
     let ticker_thread = Arbiter::new();
     let (market, frames) = (config.market(), hub.clone().recipient());
+    let (ticks, ticker_tasks) = match ticker_tasks {
+        Some((ticks, tasks)) => (Some(ticks), Some(tasks)),
+        None => (None, None),
+    };
     let ticker = Ticker::start_in_arbiter(&ticker_thread.handle(), move |_| {
-        Ticker::new(market, frames)
+        let ticker = Ticker::new(market, frames);
+        match ticks {
+            Some(ticks) => ticker.in_cluster(ticks),
+            None => ticker,
+        }
     });
+    if let (Some(tasks), Some(thread)) = (ticker_tasks, &cluster_thread) {
+        tasks.spawn(
+            &thread.handle(),
+            crate::cluster::leader::TickerLink {
+                lead: ticker.clone().recipient(),
+                state: ticker.clone().recipient(),
+            },
+        );
+    }
     hub.do_send(AttachFeed {
         demand: ticker.clone().recipient(),
     });

@@ -8,6 +8,15 @@
 //! `stock.<SYMBOL>`, the classic feed) and handed to the hub, which shares the bytes
 //! among the members. It also answers `history`, straight into the asking session's
 //! outbox, so a chart's backfill never takes the hub's thread.
+//!
+//! In cluster mode ([`Ticker::in_cluster`]) one ticker ticks for every node: the one whose
+//! node holds the lease ([`crate::cluster::leader`] tells it with [`Lead`]). It ticks
+//! while it leads, watched or not (the demand is on other nodes too), and hands each
+//! tick's [`MarketState`](crate::market::MarketState), serialized once, to the task that
+//! publishes and saves it in Redis. The other nodes' tickers never tick: they take each
+//! published state ([`SharedState`]) into their model, so that their snapshots and
+//! `history` are the leader's, and publish its frames to their own hub. A leader stops
+//! at once when its lease runs out unrenewed, whatever the election task is doing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +24,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::error::ErrorCode;
 use crate::hub::{FeedDemand, PublishFrames};
@@ -75,6 +86,35 @@ pub struct Stop;
 #[rtype(result = "bool")]
 pub struct IsRunning;
 
+/// Cluster mode: what the election decided. This node leads until `until` (unless told
+/// again), or, with `None`, does not lead.
+#[derive(Message, Debug, Clone, Copy, PartialEq)]
+#[rtype(result = "()")]
+pub struct Lead {
+    pub until: Option<Instant>,
+}
+
+/// Cluster mode: a market state from Redis, as JSON: a tick the leader published
+/// (`saved: false`), or the state saved there, read when this node starts or takes the
+/// lead (`saved: true`). Checked in full before it is used.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SharedState {
+    pub json: ByteString,
+    pub saved: bool,
+}
+
+/// Cluster mode: the ticker's end of the link to Redis.
+struct Cluster {
+    /// Each tick's state, to publish and save; bounded: a Redis that cannot keep up loses
+    /// ticks (the next one carries the current prices), the ticker never waits.
+    publish: mpsc::Sender<ByteString>,
+    /// Until when this node leads (the lease, as the election last saw it renewed).
+    leading: Option<Instant>,
+    /// States from Redis refused so far (logged sparingly).
+    refused: u64,
+}
+
 /// The ticker actor.
 pub struct Ticker {
     model: Model,
@@ -91,6 +131,8 @@ pub struct Ticker {
     stock_group: Arc<str>,
     classic_group: Arc<str>,
     symbol_groups: Vec<Arc<str>>,
+    /// Cluster mode's link (`None` on a single node).
+    cluster: Option<Cluster>,
 }
 
 impl Ticker {
@@ -106,6 +148,75 @@ impl Ticker {
             stock_group: Arc::from(MARKET_GROUP),
             classic_group: Arc::from(CLASSIC_FEED),
             symbol_groups,
+            cluster: None,
+        }
+    }
+
+    /// Cluster mode: ticks only while told it leads ([`Lead`]), hands each tick's state to
+    /// `publish`, and takes the leader's ([`SharedState`]) otherwise.
+    pub fn in_cluster(mut self, publish: mpsc::Sender<ByteString>) -> Self {
+        self.cluster = Some(Cluster {
+            publish,
+            leading: None,
+            refused: 0,
+        });
+        self
+    }
+
+    /// Whether the tick timer should run: in cluster mode while this node leads, on a
+    /// single node while a group is watched.
+    fn should_tick(&self) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.leading.is_some(),
+            None => !self.watched.is_empty(),
+        }
+    }
+
+    /// Starts or stops the timer as [`Ticker::should_tick`] says.
+    fn fit_timer(&mut self, ctx: &mut Context<Self>) {
+        match (self.should_tick(), self.timer) {
+            (true, None) => {
+                log::debug!("ticker started");
+                self.schedule(ctx);
+            }
+            (false, Some(handle)) => {
+                log::debug!("ticker idle");
+                ctx.cancel_future(handle);
+                self.timer = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Cluster mode: whether this node still leads; a lease run out unrenewed ends the
+    /// lead here and now, whatever the election task is doing (Redis may hang).
+    fn still_leads(&mut self) -> bool {
+        let Some(cluster) = &mut self.cluster else {
+            return true;
+        };
+        match cluster.leading {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                cluster.leading = None;
+                log::warn!("ticker: the lease ran out unrenewed; this node stops ticking");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Hands the current frames to the hub (which keeps them as snapshots too).
+    fn publish_local(&self) {
+        // A hub whose mailbox is full skips this tick rather than queue it: the next one
+        // carries the current prices anyway.
+        if self
+            .hub
+            .try_send(PublishFrames {
+                frames: self.frames(),
+            })
+            .is_err()
+        {
+            log::debug!("tick skipped: the hub is busy");
         }
     }
 
@@ -130,17 +241,21 @@ impl Ticker {
     }
 
     fn advance(&mut self) {
-        self.model.step(now_ms());
-        // A hub whose mailbox is full skips this tick rather than queue it: the next one
-        // carries the current prices anyway.
-        if self
-            .hub
-            .try_send(PublishFrames {
-                frames: self.frames(),
-            })
-            .is_err()
-        {
-            log::debug!("tick skipped: the hub is busy");
+        if !self.still_leads() {
+            return;
+        }
+        // Time only moves on, across leaders too (their clocks may disagree a little):
+        // `history` pages by it.
+        self.model.step(now_ms().max(self.model.ts() + 1));
+        self.publish_local();
+        if let Some(cluster) = &self.cluster {
+            // Serialized once: the bytes published and saved are the same.
+            let state = ByteString::from(
+                serde_json::to_string(&self.model.state()).expect("a market state serializes"),
+            );
+            if cluster.publish.try_send(state).is_err() {
+                log::debug!("tick not published: Redis is behind");
+            }
         }
     }
 
@@ -149,8 +264,11 @@ impl Ticker {
     /// firing back to back to catch up.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         self.timer = Some(ctx.run_later(self.tick, |act, ctx| {
+            act.timer = None;
             act.advance();
-            act.schedule(ctx);
+            if act.should_tick() {
+                act.schedule(ctx);
+            }
         }));
     }
 }
@@ -178,17 +296,55 @@ impl Handler<FeedDemand> for Ticker {
         } else {
             self.watched.remove(&msg.group);
         }
-        match (self.watched.is_empty(), self.timer) {
-            (false, None) => {
-                log::debug!("ticker started");
-                self.schedule(ctx);
+        self.fit_timer(ctx);
+    }
+}
+
+impl Handler<Lead> for Ticker {
+    type Result = ();
+    fn handle(&mut self, msg: Lead, ctx: &mut Context<Self>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let was = std::mem::replace(&mut cluster.leading, msg.until);
+        match (was.is_some(), msg.until.is_some()) {
+            (false, true) => {
+                log::info!("ticker: this node leads the market now");
+                // Quotes have waited out a lease already: the first tick at once.
+                self.advance();
             }
-            (true, Some(handle)) => {
-                log::debug!("ticker idle");
-                ctx.cancel_future(handle);
-                self.timer = None;
-            }
+            (true, false) => log::info!("ticker: this node no longer leads the market"),
             _ => {}
+        }
+        self.fit_timer(ctx);
+    }
+}
+
+impl Handler<SharedState> for Ticker {
+    type Result = ();
+    fn handle(&mut self, msg: SharedState, _: &mut Context<Self>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.leading.is_some() && !msg.saved {
+            // The last ticks of the previous leader, still on their way: this node
+            // continued from the saved state, which has them.
+            return;
+        }
+        match self.model.restore_json(&msg.json) {
+            Ok(()) => self.publish_local(),
+            Err(why) => {
+                cluster.refused += 1;
+                let n = cluster.refused;
+                if n <= 10 || n.is_power_of_two() {
+                    let what = if msg.saved {
+                        "the market state saved in Redis (continuing from this node's own)"
+                    } else {
+                        "a market state published on Redis"
+                    };
+                    log::warn!("ticker: ignored {what}: {why} ({n} so far)");
+                }
+            }
         }
     }
 }

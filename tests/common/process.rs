@@ -81,6 +81,12 @@ impl HubProcess {
         }
     }
 
+    /// SIGKILL: the process dies at once, with no shutdown of its own (a crash).
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL on Unix
+        let _ = self.child.wait();
+    }
+
     /// Takes in whatever the hub has logged by now.
     pub fn drain_log(&mut self) {
         while let Ok(line) = self.log.try_recv() {
