@@ -113,7 +113,10 @@ pub struct MarketState {
 pub struct SymbolState {
     pub code: String,
     pub open: f64,
-    /// The unrounded price.
+    /// The price shown, as the leader rounded it (so that every node shows the same to
+    /// the cent, however the JSON of `exact` is read back).
+    pub price: f64,
+    /// The unrounded price, from which the walk goes on.
     pub exact: f64,
     pub high: f64,
     pub low: f64,
@@ -223,6 +226,7 @@ impl Model {
                 .map(|(q, w)| SymbolState {
                     code: q.symbol.to_string(),
                     open: q.open,
+                    price: q.price,
                     exact: w.exact,
                     high: q.high,
                     low: q.low,
@@ -269,7 +273,7 @@ impl Model {
             w.exact = s.exact;
             w.drift = s.drift;
             w.vol = s.vol;
-            let price = round2(s.exact).max(0.01);
+            let price = s.price;
             q.price = price;
             q.change = round2(price - q.open);
             q.change_pct = round2((price - q.open) / q.open * 100.0);
@@ -291,11 +295,22 @@ impl Model {
         Ok(())
     }
 
+    /// Forgets every kept quote but the latest (a node's own opening, which in cluster mode
+    /// is no part of the shared market's history).
+    pub fn keep_latest_only(&mut self) {
+        for w in &mut self.walks {
+            let keep = w.history.len().saturating_sub(1);
+            w.history.drain(..keep);
+        }
+    }
+
     /// Whether `s` is a state this model could be in, for a symbol opened at `open`.
     fn check(&self, s: &SymbolState, open: f64) -> Result<(), &'static str> {
-        let finite = [s.open, s.exact, s.high, s.low, s.turnover, s.drift, s.vol]
-            .iter()
-            .all(|x| x.is_finite());
+        let finite = [
+            s.open, s.price, s.exact, s.high, s.low, s.turnover, s.drift, s.vol,
+        ]
+        .iter()
+        .all(|x| x.is_finite());
         if !finite {
             return Err("a number that is not finite");
         }
@@ -311,9 +326,11 @@ impl Model {
         if !(min.max(0.01) - slack..=max + slack).contains(&s.exact) {
             return Err("a price outside the daily limit");
         }
-        let price = round2(s.exact).max(0.01);
-        if !(s.low >= 0.01 && s.low <= price && price <= s.high && s.high <= round2(max) + 0.01)
-        {
+        let price = s.price;
+        if price != round2(price) || (price - round2(s.exact).max(0.01)).abs() > 0.011 {
+            return Err("a price that is not the walk's, in cents");
+        }
+        if !(s.low >= 0.01 && s.low <= price && price <= s.high && s.high <= round2(max) + 0.01) {
             return Err("a high or low that does not fit the price");
         }
         if s.turnover < 0.0 {
@@ -483,6 +500,92 @@ mod tests {
         assert_eq!(ts(2, Some(17)), [16]);
         assert_eq!(ts(2, Some(16)), Vec::<u64>::new());
         assert_eq!(ts(100, Some(1000)), [16, 17, 18, 19, 20]);
+    }
+
+    /// A state taken from one model makes another the same market: the same quotes, the
+    /// same walk, and the quote in its history.
+    #[test]
+    fn a_state_carries_the_market_to_another_model() {
+        let mut leader = Model::new(&config(1), 0);
+        for t in 1..=50 {
+            leader.step(t);
+        }
+        let state = leader.state();
+        let json = serde_json::to_string(&state).unwrap();
+        // Another node, started later: its opening quote (ts 100) is newer than the state.
+        let mut follower = Model::new(&config(2), 100);
+        follower.restore_json(&json).unwrap();
+        assert_eq!(follower.quotes(), leader.quotes());
+        assert_eq!(follower.state().symbols[0].price, state.symbols[0].price);
+        let ts: Vec<u64> = follower.history(0, 10, None).map(|q| q.ts).collect();
+        assert_eq!(ts, [50], "the newer opening quote gave way");
+        // The next tick comes after it, and its state continues there.
+        let mut next = leader.state();
+        next.ts = 51;
+        follower.restore(&next).unwrap();
+        follower.restore(&next).unwrap();
+        let ts: Vec<u64> = follower.history(0, 10, None).map(|q| q.ts).collect();
+        assert_eq!(ts, [50, 51], "the same state twice is kept once");
+        follower.step(52);
+        for (q, was) in follower.quotes().iter().zip(leader.quotes()) {
+            assert_eq!(q.open, was.open);
+            assert!((q.price / was.price - 1.0).abs() < 0.05);
+            assert!(q.turnover > was.turnover);
+        }
+    }
+
+    /// A state that is not this market's, or no market at all, changes nothing.
+    #[test]
+    fn a_foreign_or_broken_state_is_refused_whole() {
+        let mut leader = Model::new(&config(1), 0);
+        for t in 1..=20 {
+            leader.step(t);
+        }
+        let good = leader.state();
+        type Breaks = fn(&mut MarketState);
+        let broken: [(&str, Breaks); 11] = [
+            ("fewer symbols", |s| {
+                s.symbols.pop();
+            }),
+            ("another symbol", |s| s.symbols[1].code = "AAPL".into()),
+            ("another open", |s| s.symbols[0].open += 1.0),
+            ("past the limit", |s| {
+                s.symbols[0].exact = s.symbols[0].open * 1.2
+            }),
+            ("another price", |s| s.symbols[4].price += 1.0),
+            ("below a cent", |s| s.symbols[0].exact = 0.0),
+            ("not a number", |s| s.symbols[2].exact = f64::NAN),
+            ("high below the price", |s| s.symbols[0].high = 0.01),
+            ("negative turnover", |s| s.symbols[3].turnover = -1.0),
+            ("no volatility", |s| s.symbols[0].vol = 0.0),
+            ("a wild drift", |s| s.symbols[5].drift = 1.0),
+        ];
+        let mut follower = Model::new(&config(2), 0);
+        let before = (follower.state(), follower.history(0, 10, None).count());
+        for (what, breaks) in broken {
+            let mut state = good.clone();
+            breaks(&mut state);
+            assert!(follower.restore(&state).is_err(), "{what}");
+            // One bad symbol after good ones must not leave those applied.
+            assert_eq!(
+                (follower.state(), follower.history(0, 10, None).count()),
+                before,
+                "{what}"
+            );
+        }
+        for json in [
+            "",
+            "null",
+            "[1]",
+            "{\"ts\":1}",
+            "{\"ts\":-1,\"symbols\":[]}",
+        ] {
+            assert!(
+                matches!(follower.restore_json(json), Err(InvalidState::Json(_))),
+                "{json}"
+            );
+        }
+        follower.restore(&good).unwrap();
     }
 
     #[test]

@@ -109,7 +109,8 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let hub_config = config.hub();
     // Cluster mode: the router tells the other nodes through a broker whose Redis I/O
     // runs on a thread of its own.
-    let (broker, cluster_tasks, ticker_tasks) = match config.cluster(listener.local_addr()?.port()) {
+    let (broker, cluster_tasks, ticker_tasks) = match config.cluster(listener.local_addr()?.port())
+    {
         Some(cluster) => {
             let invalid = |e: redis::RedisError| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))

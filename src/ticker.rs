@@ -113,6 +113,9 @@ struct Cluster {
     leading: Option<Instant>,
     /// States from Redis refused so far (logged sparingly).
     refused: u64,
+    /// Whether a state from Redis was taken yet: until then the model holds this node's
+    /// own opening, which the first one replaces, in `history` too.
+    synced: bool,
 }
 
 /// The ticker actor.
@@ -159,6 +162,7 @@ impl Ticker {
             publish,
             leading: None,
             refused: 0,
+            synced: false,
         });
         self
     }
@@ -332,7 +336,12 @@ impl Handler<SharedState> for Ticker {
             return;
         }
         match self.model.restore_json(&msg.json) {
-            Ok(()) => self.publish_local(),
+            Ok(()) => {
+                if !std::mem::replace(&mut cluster.synced, true) {
+                    self.model.keep_latest_only();
+                }
+                self.publish_local();
+            }
             Err(why) => {
                 cluster.refused += 1;
                 let n = cluster.refused;
@@ -524,5 +533,210 @@ mod tests {
         ticker.send(watch(false)).await.unwrap();
         assert!(!ticker.send(IsRunning).await.unwrap());
         assert_eq!(advance(tick * 10).await, 9, "no tick once nobody watches");
+    }
+
+    /// Stands in for the hub in cluster tests: keeps each `stock` frame it is handed.
+    struct Frames(Arc<Mutex<Vec<String>>>);
+    impl Actor for Frames {
+        type Context = Context<Self>;
+    }
+    impl Handler<PublishFrames> for Frames {
+        type Result = ();
+        fn handle(&mut self, msg: PublishFrames, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg.frames[0].1.to_string());
+        }
+    }
+    impl Handler<Count> for Frames {
+        type Result = usize;
+        fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    /// A ticker in cluster mode, the frames its hub got, and the states it published.
+    struct Rig {
+        ticker: Addr<Ticker>,
+        hub: Addr<Frames>,
+        seen: Arc<Mutex<Vec<String>>>,
+        published: mpsc::Receiver<ByteString>,
+    }
+
+    fn cluster_ticker() -> Rig {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hub = Frames(seen.clone()).start();
+        let (tx, published) = mpsc::channel(64);
+        let ticker = Ticker::new(market(), hub.clone().recipient())
+            .in_cluster(tx)
+            .start();
+        Rig {
+            ticker,
+            hub,
+            seen,
+            published,
+        }
+    }
+
+    /// A leader ticks at once, then every period, watched or not, each tick published
+    /// to Redis as it was to the hub; with its lease run out unrenewed it stops, even
+    /// with nobody telling it so.
+    #[test]
+    fn a_leader_ticks_while_its_lease_lasts() {
+        paused_system().block_on(async {
+            let tick = market().tick;
+            let Rig {
+                ticker,
+                hub,
+                seen,
+                mut published,
+            } = cluster_ticker();
+            let count = || async { published_frames(&ticker, &hub).await };
+            assert_eq!(count().await, 1, "the opening snapshot");
+            // Watched, but not leading: no tick.
+            ticker
+                .send(FeedDemand {
+                    group: Arc::from("stock"),
+                    watched: true,
+                })
+                .await
+                .unwrap();
+            ticker.send(Advance).await.unwrap();
+            tokio::time::advance(tick * 5).await;
+            assert_eq!(count().await, 1, "a follower never ticks");
+            assert!(published.try_recv().is_err());
+
+            let lease = tick * 10;
+            let until = Instant::now() + lease;
+            ticker.send(Lead { until: Some(until) }).await.unwrap();
+            assert_eq!(count().await, 2, "a tick as soon as it leads");
+            for n in 3..=6 {
+                tokio::time::advance(tick).await;
+                assert_eq!(count().await, n);
+            }
+            // What went to Redis is each tick's state: the prices the hub got.
+            let frames = seen.lock().unwrap().clone();
+            for frame in &frames[1..] {
+                let state: crate::market::MarketState =
+                    serde_json::from_str(&published.try_recv().unwrap()).unwrap();
+                let tick: serde_json::Value = serde_json::from_str(frame).unwrap();
+                assert_eq!(tick["ts"], state.ts);
+                assert_eq!(
+                    tick["quotes"][0]["price"].as_f64(),
+                    Some(crate::market::round2(state.symbols[0].exact))
+                );
+            }
+            // Renewed: on it goes past the first lease's end, a tick per period.
+            ticker
+                .send(Lead {
+                    until: Some(until + lease),
+                })
+                .await
+                .unwrap();
+            for n in 7..=21 {
+                tokio::time::advance(tick).await;
+                assert_eq!(count().await, n);
+            }
+            // Never renewed again: the tick due when the lease ends does not come, though
+            // no one said it lost.
+            tokio::time::advance(tick).await;
+            assert_eq!(count().await, 21, "no tick once the lease ran out");
+            assert!(!ticker.send(IsRunning).await.unwrap());
+            tokio::time::advance(lease).await;
+            let last = count().await;
+            assert_eq!(last, 21);
+            // Told it lost, then leading again: ticking again.
+            ticker.send(Lead { until: None }).await.unwrap();
+            let until = Instant::now() + lease;
+            ticker.send(Lead { until: Some(until) }).await.unwrap();
+            assert_eq!(count().await, last + 1);
+            ticker.send(Lead { until: None }).await.unwrap();
+            tokio::time::advance(lease).await;
+            assert_eq!(count().await, last + 1, "no tick once it lost");
+        });
+    }
+
+    /// Everything the ticker did so far has reached `hub`: the number of frames it got.
+    async fn published_frames(ticker: &Addr<Ticker>, hub: &Addr<Frames>) -> usize {
+        ticker.send(IsRunning).await.unwrap();
+        hub.send(Count).await.unwrap()
+    }
+
+    /// A follower passes the leader's ticks to its hub (its `history` keeps them) and
+    /// drops states that are not this market's; a leader ignores other nodes' ticks but
+    /// continues from the saved state.
+    #[actix::test]
+    async fn a_follower_shows_the_leaders_ticks() {
+        let Rig {
+            ticker,
+            hub,
+            seen,
+            published: _published,
+        } = cluster_ticker();
+        // The leader's tick comes after this node's own opening, which is no part of the
+        // cluster's history.
+        let t = now_ms() + 1000;
+        let mut leader = crate::market::Model::new(&market().model, t - 1);
+        leader.step(t);
+        let state = |model: &crate::market::Model| SharedState {
+            json: serde_json::to_string(&model.state()).unwrap().into(),
+            saved: false,
+        };
+        ticker.send(state(&leader)).await.unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, 2);
+        let tick = |n: usize| -> serde_json::Value {
+            serde_json::from_str(&seen.lock().unwrap()[n]).unwrap()
+        };
+        assert_eq!(tick(1)["ts"], t);
+        assert_eq!(
+            tick(1)["quotes"][2]["price"].as_f64(),
+            Some(leader.quotes()[2].price)
+        );
+        for json in ["{}", "{\"ts\":3,\"symbols\":[]}", "garbage"] {
+            ticker
+                .send(SharedState {
+                    json: json.into(),
+                    saved: false,
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(published_frames(&ticker, &hub).await, 2, "refused");
+
+        // Its history is the leader's.
+        let outbox = Arc::new(Outbox::new(1 << 16));
+        ticker
+            .send(History {
+                id: None,
+                symbol: "600519".into(),
+                page: HistoryPage::default(),
+                outbox: outbox.clone(),
+            })
+            .await
+            .unwrap();
+        let (frames, _) = outbox.drain();
+        let reply: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        let ts: Vec<_> = reply["quotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["ts"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ts, [t], "{reply}");
+
+        // Leading: another node's late tick is ignored, the saved state taken.
+        let until = Instant::now() + Duration::from_secs(60);
+        ticker.send(Lead { until: Some(until) }).await.unwrap();
+        let ticks = published_frames(&ticker, &hub).await;
+        leader.step(t + 100);
+        ticker.send(state(&leader)).await.unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, ticks);
+        ticker
+            .send(SharedState {
+                saved: true,
+                ..state(&leader)
+            })
+            .await
+            .unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, ticks + 1);
+        assert_eq!(tick(ticks)["ts"], t + 100);
     }
 }

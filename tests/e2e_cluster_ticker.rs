@@ -139,9 +139,18 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
     }
     let last = seen_a.last().unwrap().0;
     let seen_b = until_ts(&mut b_all, last).await;
-    assert!(same_in_common_span(&seen_a, &seen_b) >= 4, "{seen_a:?} {seen_b:?}");
-    let (one_a, one_b) = (until_ts(&mut a_one, last).await, until_ts(&mut b_one, last).await);
-    assert!(same_in_common_span(&one_a, &one_b) >= 4, "{one_a:?} {one_b:?}");
+    assert!(
+        same_in_common_span(&seen_a, &seen_b) >= 4,
+        "{seen_a:?} {seen_b:?}"
+    );
+    let (one_a, one_b) = (
+        until_ts(&mut a_one, last).await,
+        until_ts(&mut b_one, last).await,
+    );
+    assert!(
+        same_in_common_span(&one_a, &one_b) >= 4,
+        "{one_a:?} {one_b:?}"
+    );
     // A symbol's page shows the same quote as the whole market's tick.
     let (ts, tick) = &seen_b[seen_b.len() - 1];
     let (one_ts, one) = &one_b[one_b.len() - 1];
@@ -166,6 +175,7 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
         before = tick;
     };
     let took = killed_at.elapsed();
+    eprintln!("quotes resumed {took:?} after the leader died");
     b.wait_log("ticker: this node leads the market now");
     assert!(
         took <= LEASE + TICK,
@@ -211,7 +221,10 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
         .map(|q| q["ts"].as_u64().unwrap())
         .collect();
     assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
-    assert!(ts.iter().any(|&t| t <= killed_ms) && ts.iter().any(|&t| t > killed_ms), "{ts:?}");
+    assert!(
+        ts.iter().any(|&t| t <= killed_ms) && ts.iter().any(|&t| t > killed_ms),
+        "{ts:?}"
+    );
 }
 
 /// What is in Redis is input too: a saved state that is not this market's is ignored
@@ -221,7 +234,7 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
 async fn hostile_state_and_ticks_in_redis_are_ignored() {
     let redis = RedisServer::start();
     let open: f64 = 1688.0; // 600519's
-    let foreign = json!({"ts": 1, "symbols": [{"code":"600519","open":open,"exact":open * 10.0,
+    let foreign = json!({"ts": 1, "symbols": [{"code":"600519","open":open,"price":open * 10.0,"exact":open * 10.0,
         "high":open * 10.0,"low":open,"volume":100,"turnover":1e9,"drift":0.0,"vol":0.001}]});
     let _: () = redis::cmd("SET")
         .arg(STATE_KEY)

@@ -311,7 +311,13 @@ impl Redis {
     }
 
     /// Asks for the lease: `true` if this node holds it now.
-    async fn ask(&mut self, ask: Ask, keys: &Keys, node: &str, lease_ms: u64) -> redis::RedisResult<bool> {
+    async fn ask(
+        &mut self,
+        ask: Ask,
+        keys: &Keys,
+        node: &str,
+        lease_ms: u64,
+    ) -> redis::RedisResult<bool> {
         let mut conn = self.conn().await?;
         match ask {
             Ask::Acquire => {
@@ -452,7 +458,9 @@ async fn publish(
             }
             Err(e) => {
                 if !std::mem::replace(&mut failing, true) {
-                    log::warn!("ticker: cannot publish ticks to Redis ({e}); other nodes miss them");
+                    log::warn!(
+                        "ticker: cannot publish ticks to Redis ({e}); other nodes miss them"
+                    );
                 }
             }
         }
@@ -515,5 +523,84 @@ impl Inbound {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(3000);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// The whole life of a lease, on a clock moved by hand: taken, renewed every third,
+    /// lost on a refusal or on no answer, and taken again.
+    #[test]
+    fn a_lease_is_taken_renewed_and_lost() {
+        let t0 = Instant::now();
+        let mut e = Election::new(LEASE, t0);
+        // A follower asks at once, and again a tenth of the lease after a refusal.
+        assert_eq!((e.ask(), e.due()), (Ask::Acquire, t0));
+        assert_eq!(e.patience(t0), LEASE / 3);
+        assert_eq!(e.answered(t0, Ok(false)), None);
+        assert_eq!((e.ask(), e.due()), (Ask::Acquire, t0 + ms(300)));
+        // No answer from Redis: still a follower, asking again as often.
+        assert_eq!(e.answered(t0 + ms(300), Err(())), None);
+        assert_eq!((e.ask(), e.due()), (Ask::Acquire, t0 + ms(600)));
+
+        // Taken: it lasts from when the SET was sent (not answered), less 1% for drift.
+        let t1 = t0 + ms(600);
+        assert_eq!(
+            e.answered(t1, Ok(true)),
+            Some(Change::Gained(t1 + ms(2970)))
+        );
+        assert_eq!((e.ask(), e.due()), (Ask::Renew, t1 + ms(1000)));
+        // A renewal may wait for its answer no longer than the lease lasts.
+        assert_eq!(e.patience(t1 + ms(1000)), ms(1970));
+        assert_eq!(e.patience(t1 + ms(5000)), Duration::ZERO);
+
+        // Renewed: from the renewal's sending, again.
+        let t2 = t1 + ms(1000);
+        assert_eq!(
+            e.answered(t2, Ok(true)),
+            Some(Change::Renewed(t2 + ms(2970)))
+        );
+        assert_eq!((e.ask(), e.due()), (Ask::Renew, t2 + ms(1000)));
+
+        // The key is another node's (it expired meanwhile and was taken): lost at once.
+        let t3 = t2 + ms(1000);
+        assert_eq!(e.answered(t3, Ok(false)), Some(Change::Lost));
+        assert_eq!((e.ask(), e.due()), (Ask::Acquire, t3 + ms(300)));
+        assert_eq!(e.answered(t3 + ms(300), Ok(false)), None, "lost only once");
+
+        // Taken again, then a renewal with no answer (Redis away, or too slow): lost too,
+        // when the timeout (the lease's end at the latest) gives up on it.
+        let t4 = t3 + ms(600);
+        assert_eq!(
+            e.answered(t4, Ok(true)),
+            Some(Change::Gained(t4 + ms(2970)))
+        );
+        assert_eq!(e.answered(t4 + ms(1000), Err(())), Some(Change::Lost));
+        assert_eq!(e.ask(), Ask::Acquire);
+    }
+
+    #[test]
+    fn a_short_lease_is_retried_often_but_not_in_a_loop() {
+        let t0 = Instant::now();
+        let mut e = Election::new(ms(50), t0);
+        e.answered(t0, Ok(false));
+        assert_eq!(e.due(), t0 + ms(10));
+    }
+
+    #[test]
+    fn keys_are_under_the_prefix() {
+        let k = Keys::new("app");
+        assert_eq!(
+            (k.leader.as_str(), k.state.as_str(), k.quotes.as_str()),
+            ("app:ticker:leader", "app:ticker:state", "app:ticker:quotes")
+        );
     }
 }
