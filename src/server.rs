@@ -65,6 +65,8 @@ pub struct Started {
     pub arbiters: [Arbiter; 2],
     /// Cluster mode's thread (`--redis`): the Redis I/O, off the hub's.
     pub cluster: Option<Arbiter>,
+    /// Cluster mode: gives the ticker's lease back at shutdown.
+    pub resign: Option<crate::cluster::leader::Resign>,
     /// The API's own listener (`--api-bind`) and its address, when it has one.
     pub api_server: Option<(Server, std::net::SocketAddr)>,
     /// Set it and `/readyz` answers 503 ([`run`] does on shutdown).
@@ -153,15 +155,16 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
             None => ticker,
         }
     });
-    if let (Some(tasks), Some(thread)) = (ticker_tasks, &cluster_thread) {
-        tasks.spawn(
+    let resign = match (ticker_tasks, &cluster_thread) {
+        (Some(tasks), Some(thread)) => Some(tasks.spawn(
             &thread.handle(),
             crate::cluster::leader::TickerLink {
                 lead: ticker.clone().recipient(),
                 state: ticker.clone().recipient(),
             },
-        );
-    }
+        )),
+        _ => None,
+    };
     hub.do_send(AttachFeed {
         demand: ticker.clone().recipient(),
     });
@@ -334,6 +337,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         ticker,
         arbiters: [hub_thread, ticker_thread],
         cluster: cluster_thread,
+        resign,
         api_server,
         draining,
     })
@@ -351,6 +355,7 @@ pub async fn run(
         hub,
         arbiters,
         cluster,
+        resign,
         api_server,
         draining,
         ..
@@ -384,6 +389,16 @@ pub async fn run(
     };
     if let Some(api) = api_handle {
         api.stop(true).await;
+    }
+    if let Some(resign) = resign {
+        // Another node takes the market over at once, rather than when the lease runs out.
+        let limit = Duration::from_secs(1);
+        if actix_web::rt::time::timeout(limit, resign.resign())
+            .await
+            .is_err()
+        {
+            log::warn!("ticker: the lead was not given back in time; it runs out by itself");
+        }
     }
     for arbiter in arbiters.iter().chain(&cluster) {
         arbiter.stop();

@@ -239,12 +239,16 @@ async fn broadcasts_and_the_server_api_reach_every_node() {
     expect_message(&mut a1, &marker).await;
 }
 
+/// The channels of routes (`g:`, `u:`, `all`); every node also hears the market's
+/// `wxhub:ticker:quotes` (tests/e2e_cluster_ticker.rs).
+const ROUTES: &str = "wxhub:[gua]*";
+
 #[tokio::test]
 async fn a_node_subscribes_only_to_what_its_sessions_need() {
     let redis = RedisServer::start();
     let (a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
     assert_eq!(
-        redis.channels("wxhub:*"),
+        redis.channels(ROUTES),
         Vec::<String>::new(),
         "idle nodes hear nothing"
     );
@@ -254,7 +258,7 @@ async fn a_node_subscribes_only_to_what_its_sessions_need() {
     redis.wait_subscribers("wxhub:u:b1", 1).await;
     redis.wait_subscribers("wxhub:all", 2).await;
     assert_eq!(
-        redis.channels("wxhub:*"),
+        redis.channels(ROUTES),
         ["wxhub:all", "wxhub:g:room1", "wxhub:u:a1", "wxhub:u:b1"]
     );
     // b has no member of room1: room1's messages do not reach it.
@@ -285,7 +289,7 @@ async fn a_node_subscribes_only_to_what_its_sessions_need() {
     redis.wait_subscribers("wxhub:all", 1).await;
     b1.close().await;
     redis.wait_subscribers("wxhub:all", 0).await;
-    assert_eq!(redis.channels("wxhub:*"), Vec::<String>::new());
+    assert_eq!(redis.channels(ROUTES), Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -25,10 +25,14 @@ const QUOTES: &str = "wxhub:ticker:quotes";
 
 /// A hub process in cluster mode, ticking every [`TICK`] while it holds a [`LEASE`].
 fn node(redis: &RedisServer, name: &str) -> HubProcess {
+    node_with_lease(redis, name, LEASE)
+}
+
+fn node_with_lease(redis: &RedisServer, name: &str, lease: Duration) -> HubProcess {
     let mut cmd = HubProcess::command();
     cmd.args(["--node-name", name, "--redis", &redis.url()])
         .args(["--tick-ms", &TICK.as_millis().to_string()])
-        .args(["--ticker-lease", &format!("{}ms", LEASE.as_millis())]);
+        .args(["--ticker-lease", &format!("{}ms", lease.as_millis())]);
     let mut node = HubProcess::spawn(cmd);
     node.wait_log(&format!("ticker: node {name}/"));
     node
@@ -225,6 +229,42 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
         ts.iter().any(|&t| t <= killed_ms) && ts.iter().any(|&t| t > killed_ms),
         "{ts:?}"
     );
+}
+
+/// A leader shut down (SIGTERM) gives its lease back: another node takes the market
+/// over at once, not when the lease would have run out.
+#[tokio::test]
+async fn a_leader_shut_down_hands_the_market_over_at_once() {
+    let redis = RedisServer::start();
+    let lease = Duration::from_secs(5);
+    let mut a = node_with_lease(&redis, "a", lease);
+    a.wait_log("ticker: this node leads the market now");
+    let mut b = node_with_lease(&redis, "b", lease);
+    let mut b_all = subscriber(&b, "stock").await;
+    next_market(&mut b_all).await; // the snapshot
+    let (_, before) = next_market(&mut b_all).await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+    let (stopped_at, stopped_ms) = (Instant::now(), now_ms());
+    a.wait_log("ticker: node a/");
+    a.wait_log("gave the lead back");
+    let after = loop {
+        let (ts, tick) = next_market(&mut b_all).await;
+        if ts > stopped_ms {
+            break tick;
+        }
+    };
+    let took = stopped_at.elapsed();
+    eprintln!("quotes resumed {took:?} after the leader stopped");
+    assert!(
+        took < lease / 2,
+        "quotes resumed {took:?} after the leader stopped"
+    );
+    b.wait_log("ticker: this node leads the market now");
+    assert_eq!(leader(&redis).await, "b");
+    for (old, new) in quotes(&before).iter().zip(quotes(&after)) {
+        assert!(num(new, "turnover") > num(old, "turnover"), "{old} {new}");
+    }
 }
 
 /// What is in Redis is input too: a saved state that is not this market's is ignored

@@ -35,7 +35,7 @@ use actix::{ArbiterHandle, Recipient};
 use bytestring::ByteString;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{open, ClusterConfig};
@@ -59,6 +59,14 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// Gives the lease back if it is still ours (at shutdown): KEYS[1] the lease, ARGV[1]
+/// our id.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
 end
 return 0";
 
@@ -233,6 +241,21 @@ pub fn new(
     ))
 }
 
+/// Gives the lease back at shutdown, so that another node takes over at once rather than
+/// when it runs out.
+pub struct Resign(oneshot::Sender<oneshot::Sender<()>>);
+
+impl Resign {
+    /// Stops the election; returns once the lease is given back (if this node held it)
+    /// or that failed.
+    pub async fn resign(self) {
+        let (done, given_back) = oneshot::channel();
+        if self.0.send(done).is_ok() {
+            let _ = given_back.await;
+        }
+    }
+}
+
 /// The ticker's two doors: whether it leads, and the market from Redis.
 pub struct TickerLink {
     pub lead: Recipient<Lead>,
@@ -241,7 +264,7 @@ pub struct TickerLink {
 
 impl Tasks {
     /// Starts the election, the publisher and the listener on `on`.
-    pub fn spawn(self, on: &ArbiterHandle, ticker: TickerLink) {
+    pub fn spawn(self, on: &ArbiterHandle, ticker: TickerLink) -> Resign {
         let Tasks {
             client,
             node,
@@ -257,13 +280,17 @@ impl Tasks {
             conn: None,
             timeout: lease / 3,
         };
+        let (resign, resigned) = oneshot::channel();
         on.spawn(elect(
             redis(),
-            node.clone(),
-            keys.clone(),
-            lease,
+            Candidate {
+                node: node.clone(),
+                keys: keys.clone(),
+                lease,
+            },
             ticker.lead,
             ticker.state.clone(),
+            resigned,
         ));
         on.spawn(publish(redis(), node.clone(), keys.clone(), ticks));
         let inbound = Inbound {
@@ -273,6 +300,7 @@ impl Tasks {
             dropped: 0,
         };
         on.spawn(listen(client, keys.quotes, inbound));
+        Resign(resign)
     }
 }
 
@@ -346,15 +374,23 @@ impl Redis {
     }
 }
 
-/// Runs for the lead, keeps it, and tells the ticker.
-async fn elect(
-    mut redis: Redis,
+/// Who runs for the lead, for how long.
+struct Candidate {
     node: Arc<str>,
     keys: Keys,
     lease: Duration,
+}
+
+/// Runs for the lead, keeps it, and tells the ticker; at shutdown gives it back.
+async fn elect(
+    mut redis: Redis,
+    candidate: Candidate,
     lead: Recipient<Lead>,
     state: Recipient<SharedState>,
+    resigned: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
+    let Candidate { node, keys, lease } = candidate;
+    let mut resigned = Some(resigned);
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
     let mut election = Election::new(lease, Instant::now());
     // The saved market, read once at the start for this node's snapshots (until the
@@ -362,7 +398,23 @@ async fn elect(
     let mut loaded = false;
     let mut failing = false;
     loop {
-        tokio::time::sleep_until(election.due()).await;
+        // Between two asks (never during one): a shutdown may come.
+        tokio::select! {
+            () = tokio::time::sleep_until(election.due()) => {}
+            asked = async { resigned.as_mut().expect("checked").await }, if resigned.is_some() => {
+                resigned = None;
+                // Without an answer expected (the sender dropped), carry on.
+                if let Ok(done) = asked {
+                    if election.ask() == Ask::Renew {
+                        lead.do_send(Lead { until: None });
+                        release(&mut redis, &keys, &node).await;
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+                continue;
+            }
+        }
         if !loaded {
             if let Ok(saved) = redis.saved_state(&keys).await {
                 loaded = true;
@@ -416,6 +468,29 @@ async fn elect(
             }
             None => {}
         }
+    }
+}
+
+/// Gives the lease back, if Redis answers in time (otherwise it runs out by itself).
+async fn release(redis: &mut Redis, keys: &Keys, node: &str) {
+    let timeout = redis.timeout;
+    let del = async {
+        let mut conn = redis.conn().await?;
+        redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(&keys.leader)
+            .arg(node)
+            .query_async::<i64>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(timeout, del).await {
+        Ok(Ok(1)) => log::info!("ticker: node {node} gave the lead back"),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => log::warn!("ticker: cannot give the lead back ({e}); it runs out by itself"),
+        Err(_) => log::warn!(
+            "ticker: Redis did not answer in time to give the lead back; it runs out by itself"
+        ),
     }
 }
 
