@@ -267,6 +267,46 @@ async fn a_leader_shut_down_hands_the_market_over_at_once() {
     }
 }
 
+/// A leader that loses Redis stops ticking on its own (it cannot tell whether another
+/// node took the lease), and leads again, from its last prices, once Redis is back.
+#[tokio::test]
+async fn a_leader_cut_off_from_redis_stops_ticking_until_it_is_back() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let mut a = node(&redis, "a");
+    a.wait_log("ticker: this node leads the market now");
+    let mut watcher = subscriber(&a, "stock").await;
+    next_market(&mut watcher).await; // the snapshot
+    let (_, before) = next_market(&mut watcher).await;
+
+    drop(redis);
+    let cut = Instant::now();
+    a.wait_log("ticker: node a/");
+    a.wait_log("lost the lead of the market");
+    let lost_ms = now_ms();
+    assert!(
+        cut.elapsed() <= LEASE,
+        "still leading {:?} after",
+        cut.elapsed()
+    );
+    // Ticks made before may still be on their way; none after.
+    let mut last = before;
+    while let Ok((ts, tick)) = tokio::time::timeout(TICK * 3, next_market(&mut watcher)).await {
+        assert!(ts <= lost_ms, "a tick after the lead was lost: {tick}");
+        last = tick;
+    }
+
+    a.drain_log();
+    a.seen.clear();
+    let _redis = RedisServer::start_on(port).expect("redis-server again on its port");
+    a.wait_log("ticker: this node leads the market now");
+    let (_, tick) = next_market(&mut watcher).await;
+    for (old, new) in quotes(&last).iter().zip(quotes(&tick)) {
+        assert_eq!(old["open"], new["open"]);
+        assert!(num(new, "turnover") > num(old, "turnover"), "{old} {new}");
+    }
+}
+
 /// What is in Redis is input too: a saved state that is not this market's is ignored
 /// (the leader starts from the open), and what else the quotes channel carries is dropped
 /// by the followers, whose subscribers go on getting the leader's ticks.

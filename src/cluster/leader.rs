@@ -456,7 +456,9 @@ async fn elect(
                 // Continue from the last tick any leader published (saved with it).
                 match redis.saved_state(&keys).await {
                     Ok(Some(json)) => state.do_send(SharedState { json, saved: true }),
-                    Ok(None) => log::info!("ticker: no saved market state; starting from the open"),
+                    Ok(None) => log::info!(
+                        "ticker: no saved market state; continuing from this node's (the open, on a fresh node)"
+                    ),
                     Err(e) => log::warn!("ticker: cannot read the saved market state ({e}); continuing from this node's"),
                 }
                 lead.do_send(Lead { until: Some(until) });
@@ -668,6 +670,24 @@ mod tests {
         let mut e = Election::new(ms(50), t0);
         e.answered(t0, Ok(false));
         assert_eq!(e.due(), t0 + ms(10));
+    }
+
+    #[test]
+    fn the_lease_is_a_flag_with_bounds() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["wxhub"];
+            all.extend_from_slice(args);
+            crate::config::Cli::try_parse_from(all).map(|cli| cli.config)
+        };
+        assert_eq!(parse(&[]).unwrap().ticker_lease, DEFAULT_LEASE);
+        let short = parse(&["--ticker-lease", "1500ms"]).unwrap();
+        assert_eq!(short.ticker_lease, ms(1500));
+        assert!(short.validate().is_ok());
+        for out in ["50ms", "2h"] {
+            assert!(parse(&["--ticker-lease", out]).unwrap().validate().is_err());
+        }
+        assert!(parse(&["--ticker-lease", "soon"]).is_err());
     }
 
     #[test]
