@@ -113,8 +113,9 @@ struct Cluster {
     leading: Option<Instant>,
     /// States from Redis refused so far (logged sparingly).
     refused: u64,
-    /// Whether a state from Redis was taken yet: until then the model holds this node's
-    /// own opening, which the first one replaces, in `history` too.
+    /// Whether the model is the cluster's market yet (a state from Redis taken, or a tick
+    /// of its own published): until then it holds this node's own opening, which the
+    /// first state from Redis replaces, in `history` too.
     synced: bool,
 }
 
@@ -252,7 +253,9 @@ impl Ticker {
         // `history` pages by it.
         self.model.step(now_ms().max(self.model.ts() + 1));
         self.publish_local();
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &mut self.cluster {
+            // What it kept so far is the cluster's market now, its opening included.
+            cluster.synced = true;
             // Serialized once: the bytes published and saved are the same.
             let state = ByteString::from(
                 serde_json::to_string(&self.model.state()).expect("a market state serializes"),
@@ -738,5 +741,47 @@ mod tests {
             .unwrap();
         assert_eq!(published_frames(&ticker, &hub).await, ticks + 1);
         assert_eq!(tick(ticks)["ts"], t + 100);
+    }
+
+    /// A node that led from the open (nothing saved) and then follows keeps its own ticks
+    /// in `history`: they were the cluster's.
+    #[actix::test]
+    async fn ticks_of_its_own_stay_in_history_when_it_follows() {
+        let Rig {
+            ticker,
+            hub,
+            published: _published,
+            ..
+        } = cluster_ticker();
+        let until = Instant::now() + Duration::from_secs(60);
+        ticker.send(Lead { until: Some(until) }).await.unwrap();
+        ticker.send(Lead { until: None }).await.unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, 2);
+        let mut leader = crate::market::Model::new(&market().model, 0);
+        leader.step(now_ms() + 1000);
+        ticker
+            .send(SharedState {
+                json: serde_json::to_string(&leader.state()).unwrap().into(),
+                saved: false,
+            })
+            .await
+            .unwrap();
+        let outbox = Arc::new(Outbox::new(1 << 16));
+        ticker
+            .send(History {
+                id: None,
+                symbol: "600519".into(),
+                page: HistoryPage::default(),
+                outbox: outbox.clone(),
+            })
+            .await
+            .unwrap();
+        let (frames, _) = outbox.drain();
+        let reply: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(
+            reply["quotes"].as_array().unwrap().len(),
+            3,
+            "its opening, its tick, the new leader's: {reply}"
+        );
     }
 }
