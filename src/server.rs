@@ -111,24 +111,27 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let hub_config = config.hub();
     // Cluster mode: the router tells the other nodes through a broker whose Redis I/O
     // runs on a thread of its own.
-    let (broker, cluster_tasks, ticker_tasks) = match config.cluster(listener.local_addr()?.port())
-    {
+    let (broker, cluster_tasks) = match config.cluster(listener.local_addr()?.port()) {
         Some(cluster) => {
-            let invalid = |e: redis::RedisError| {
+            let (broker, tasks) = crate::cluster::RedisBroker::new(&cluster).map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
-            };
-            let (broker, tasks) = crate::cluster::RedisBroker::new(&cluster).map_err(invalid)?;
-            // One ticker for the cluster: the node holding the lease ticks.
-            let ticker = crate::cluster::leader::new(
-                &cluster,
-                config.ticker_lease,
-                config.market().model.symbols.len(),
-            )
-            .map_err(invalid)?;
-            (Some(broker), Some(tasks), Some(ticker))
+            })?;
+            (Some(broker), Some(tasks))
         }
-        None => (None, None, None),
+        None => (None, None),
     };
+    // One market for the cluster: only the node holding the ticker's lease ticks.
+    let (ticks, ticker_tasks) = config
+        .cluster(listener.local_addr()?.port())
+        .map(|cluster| {
+            let symbols = config.market().model.symbols.len();
+            crate::cluster::leader::new(&cluster, config.ticker_lease, symbols)
+        })
+        .transpose()
+        .map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+        })?
+        .unzip();
     let hub = Hub::start_in_arbiter(&hub_thread.handle(), move |_| {
         let hub = Hub::new(hub_config);
         match broker {
@@ -144,10 +147,6 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     });
     let ticker_thread = Arbiter::new();
     let (market, frames) = (config.market(), hub.clone().recipient());
-    let (ticks, ticker_tasks) = match ticker_tasks {
-        Some((ticks, tasks)) => (Some(ticks), Some(tasks)),
-        None => (None, None),
-    };
     let ticker = Ticker::start_in_arbiter(&ticker_thread.handle(), move |_| {
         let ticker = Ticker::new(market, frames);
         match ticks {
