@@ -401,7 +401,12 @@ async fn elect(
         // Between two asks (never during one): a shutdown may come.
         tokio::select! {
             () = tokio::time::sleep_until(election.due()) => {}
-            asked = async { resigned.as_mut().expect("checked").await }, if resigned.is_some() => {
+            asked = async {
+                match resigned.as_mut() {
+                    Some(resigned) => resigned.await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 resigned = None;
                 // Without an answer expected (the sender dropped), carry on.
                 if let Ok(done) = asked {
