@@ -11,12 +11,13 @@
 //! - `{p}:ticker:quotes` carries each tick's state to every node, in the payload of
 //!   [`envelope`](super::envelope) (the leader's id, a newline, the JSON).
 //!
-//! Three tasks on the cluster thread, none on the hub's, talk to the [`Ticker`] with
-//! actor messages:
+//! Three tasks on the cluster thread, none on the hub's, talk to the
+//! [`Ticker`](crate::ticker::Ticker) with actor messages:
 //!
 //! - the **election** ([`Election`] is its logic, time given, so tests drive it) tells the
-//!   ticker when this node gains, keeps or loses the lead ([`Lead`]), and hands it the saved
-//!   state when it starts and when it gains the lead ([`SharedState`]);
+//!   ticker when this node gains, keeps or loses the lead ([`Lead`]), hands it the saved
+//!   state when it starts and when it gains the lead ([`SharedState`]), and gives the
+//!   lease back at shutdown ([`Resign`]) so that another node takes over at once;
 //! - the **publisher** takes each tick's state from the leading ticker and, in one script,
 //!   saves and publishes it only if the lease still holds this node's id: a node that
 //!   lost the lease cannot publish, whatever it believes;
@@ -26,7 +27,9 @@
 //! A leader believes it leads until the time it sent its last successful `SET` or renewal
 //! plus the lease (less 1% for clock drift), which is never later than when Redis lets the
 //! key expire; the ticker stops by itself at that time if no renewal came. So two nodes
-//! never both tick while both believe they lead.
+//! never both tick while both believe they lead. The leader ticks as long as it leads,
+//! watched or not: whether anyone watches is known per node, and one small message per
+//! tick costs less than keeping that count in Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +107,7 @@ impl Keys {
 pub enum Ask {
     /// `SET leader id NX PX lease`.
     Acquire,
-    /// The [`RENEW`] script.
+    /// The script that extends the lease if it is still ours.
     Renew,
 }
 
