@@ -1,5 +1,5 @@
-//! Cluster mode's one market (`--redis`): a `redis-server` of the test's own and hub
-//! processes sharing it. Only the node holding the lease ticks; every node's subscribers
+//! Cluster mode's one market (`--redis`): a `redis-server` of the test's own and two or
+//! three hub processes sharing it. Only the node holding the lease ticks; every node's subscribers
 //! see its ticks; when it dies another node takes over within the lease and continues
 //! from the last prices.
 
@@ -129,12 +129,14 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
     let mut a = node(&redis, "a");
     a.wait_log("ticker: this node leads the market now");
     let mut b = node(&redis, "b");
+    let mut c = node(&redis, "c");
     assert_eq!(leader(&redis).await, "a");
 
     let mut a_all = subscriber(&a, "stock").await;
     let mut a_one = subscriber(&a, "stock.600519").await;
     let mut b_all = subscriber(&b, "stock").await;
     let mut b_one = subscriber(&b, "stock.600519").await;
+    let mut c_all = subscriber(&c, "stock").await;
 
     // Same ticks, same order, on both nodes: six of a's, and b's up to the last of them.
     let mut seen_a = Vec::new();
@@ -161,9 +163,14 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
     assert_eq!(ts, one_ts);
     assert_eq!(quotes(tick)[0], one["quote"]);
 
-    // b follows: it never ticks, it only passes a's ticks on.
-    b.drain_log();
-    assert!(!b.seen.iter().any(|l| l.contains("leads the market now")));
+    // b and c follow: they never tick, they only pass a's ticks on.
+    for follower in [&mut b, &mut c] {
+        follower.drain_log();
+        assert!(!follower
+            .seen
+            .iter()
+            .any(|l| l.contains("leads the market now")));
+    }
 
     // The leader dies (no shutdown: its lease stays in Redis until it runs out).
     let mut before = b_all.expect(|v| v["type"] == "tick").await;
@@ -180,12 +187,32 @@ async fn every_node_shows_the_leaders_ticks_and_a_dead_leaders_market_goes_on() 
     };
     let took = killed_at.elapsed();
     eprintln!("quotes resumed {took:?} after the leader died");
-    b.wait_log("ticker: this node leads the market now");
     assert!(
         took <= LEASE + TICK,
         "quotes resumed {took:?} after the leader died, more than the lease ({LEASE:?}) and a tick ({TICK:?})"
     );
-    assert_eq!(leader(&redis).await, "b");
+    // One of b and c took over, and only one: both show its ticks, the same.
+    let winner = leader(&redis).await;
+    let (new_leader, other) = match winner.as_str() {
+        "b" => (&mut b, &mut c),
+        "c" => (&mut c, &mut b),
+        _ => panic!("{winner} leads"),
+    };
+    new_leader.wait_log("ticker: this node leads the market now");
+    let mut seen_b = vec![(after["ts"].as_u64().unwrap(), after.clone())];
+    for _ in 0..3 {
+        seen_b.push(next_market(&mut b_all).await);
+    }
+    let seen_c = until_ts(&mut c_all, seen_b.last().unwrap().0).await;
+    assert!(
+        same_in_common_span(&seen_b, &seen_c) >= 4,
+        "{seen_b:?} {seen_c:?}"
+    );
+    other.drain_log();
+    assert!(!other
+        .seen
+        .iter()
+        .any(|l| l.contains("leads the market now")));
 
     // The market goes on from where it was: the same open, the price a tick's move from
     // the last, the day's high, low and turnover carried over (no jump back to the open).
