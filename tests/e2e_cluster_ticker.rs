@@ -376,4 +376,15 @@ async fn hostile_state_and_ticks_in_redis_are_ignored() {
     let (t1, tick) = next_market(&mut b_all).await;
     assert!(t1 > t0);
     assert_eq!(quotes(&tick).len(), 6);
+
+    // A saved state far too long for a market is not even read whole.
+    let other = RedisServer::start();
+    let _: () = redis::cmd("SET")
+        .arg(STATE_KEY)
+        .arg(format!("{{\"ts\":1,\"pad\":\"{}\"}}", "x".repeat(1 << 20)))
+        .query(&mut other.connect())
+        .unwrap();
+    let mut d = node(&other, "d");
+    d.wait_log("ticker: the saved market state is longer than");
+    d.wait_log("ticker: this node leads the market now");
 }

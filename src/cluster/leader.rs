@@ -290,6 +290,7 @@ impl Tasks {
                 node: node.clone(),
                 keys: keys.clone(),
                 lease,
+                max_state: max_payload,
             },
             ticker.lead,
             ticker.state.clone(),
@@ -330,15 +331,28 @@ impl Redis {
         Ok(conn)
     }
 
-    /// The saved market state (`None` when there is none); `Err` when Redis does not
-    /// answer.
-    async fn saved_state(&mut self, keys: &Keys) -> Result<Option<ByteString>, redis::RedisError> {
+    /// The saved market state (`None` when there is none, or when it is longer than
+    /// `max`: only that much is read); `Err` when Redis does not answer, or answers no
+    /// UTF-8 string.
+    async fn saved_state(
+        &mut self,
+        keys: &Keys,
+        max: usize,
+    ) -> Result<Option<ByteString>, redis::RedisError> {
         let mut conn = self.conn().await?;
-        let json: Option<String> = redis::cmd("GET")
+        // GETRANGE, not GET: whatever is in the key, no more than `max` + 1 bytes come.
+        let json: String = redis::cmd("GETRANGE")
             .arg(&keys.state)
+            .arg(0)
+            .arg(max)
             .query_async(&mut conn)
             .await?;
-        Ok(json.map(ByteString::from))
+        if json.len() > max {
+            log::warn!("ticker: the saved market state is longer than {max} bytes; ignored");
+            return Ok(None);
+        }
+        // A missing key reads as "", as an empty one: neither is a state.
+        Ok((!json.is_empty()).then(|| ByteString::from(json)))
     }
 
     /// Asks for the lease: `true` if this node holds it now.
@@ -377,11 +391,12 @@ impl Redis {
     }
 }
 
-/// Who runs for the lead, for how long.
+/// Who runs for the lead, for how long, and the longest state it reads.
 struct Candidate {
     node: Arc<str>,
     keys: Keys,
     lease: Duration,
+    max_state: usize,
 }
 
 /// Runs for the lead, keeps it, and tells the ticker; at shutdown gives it back.
@@ -392,7 +407,12 @@ async fn elect(
     state: Recipient<SharedState>,
     resigned: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
-    let Candidate { node, keys, lease } = candidate;
+    let Candidate {
+        node,
+        keys,
+        lease,
+        max_state,
+    } = candidate;
     let mut resigned = Some(resigned);
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
     let mut election = Election::new(lease, Instant::now());
@@ -424,7 +444,7 @@ async fn elect(
             }
         }
         if !loaded {
-            if let Ok(saved) = redis.saved_state(&keys).await {
+            if let Ok(saved) = redis.saved_state(&keys, max_state).await {
                 loaded = true;
                 if let Some(json) = saved {
                     state.do_send(SharedState { json, saved: true });
@@ -462,7 +482,7 @@ async fn elect(
             Some(Change::Gained(until)) => {
                 log::info!("ticker: node {node} took the lead of the market");
                 // Continue from the last tick any leader published (saved with it).
-                match redis.saved_state(&keys).await {
+                match redis.saved_state(&keys, max_state).await {
                     Ok(Some(json)) => state.do_send(SharedState { json, saved: true }),
                     Ok(None) => log::info!(
                         "ticker: no saved market state; continuing from this node's (the open, on a fresh node)"
