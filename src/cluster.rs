@@ -17,12 +17,14 @@
 //! - [`memory`]: [`MemoryBroker`], which records what it is asked (router tests).
 //! - [`presence`]: who is online and where, for the whole cluster (`users`, the API's
 //!   listings, presence events), and the removal of dead nodes.
+//! - [`leader`]: one ticker for the cluster, on the node holding a lease in Redis.
 //!
 //! On the wire: one Redis channel per route ([`Channels`]), and a payload that is the
 //! origin node's id, a newline, and the frame ([`envelope`], [`open`]); a node drops its
 //! own messages (it delivered them already) and anything malformed.
 
 pub mod hold;
+pub mod leader;
 pub mod memory;
 pub mod presence;
 pub mod pubsub;

@@ -236,6 +236,10 @@ pub struct Config {
     /// (a connection can go silent without closing, e.g. after a failover).
     #[arg(long, env = "WXHUB_REDIS_PROBE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub redis_probe: Duration,
+    /// Cluster mode: how long the node that ticks the market holds its lease in Redis
+    /// (renewed every third of it); a dead leader is replaced within it. 100ms to 1h.
+    #[arg(long, env = "WXHUB_TICKER_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub ticker_lease: Duration,
 }
 
 impl Default for Config {
@@ -278,6 +282,7 @@ impl Default for Config {
             redis_prefix: "wxhub".into(),
             presence_ttl: crate::cluster::presence::DEFAULT_TTL,
             redis_probe: Duration::from_secs(30),
+            ticker_lease: crate::cluster::leader::DEFAULT_LEASE,
         }
     }
 }
@@ -338,6 +343,12 @@ impl Config {
             return Err(format!(
                 "--redis-probe {}: at least 100ms",
                 humantime::format_duration(self.redis_probe)
+            ));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&self.ticker_lease) {
+            return Err(format!(
+                "--ticker-lease {:?}: from 100ms to 1h",
+                self.ticker_lease
             ));
         }
         if !crate::cluster::valid_node_name(&self.redis_prefix) {

@@ -65,6 +65,8 @@ pub struct Started {
     pub arbiters: [Arbiter; 2],
     /// Cluster mode's thread (`--redis`): the Redis I/O, off the hub's.
     pub cluster: Option<Arbiter>,
+    /// Cluster mode: gives the ticker's lease back at shutdown.
+    pub resign: Option<crate::cluster::leader::Resign>,
     /// The API's own listener (`--api-bind`) and its address, when it has one.
     pub api_server: Option<(Server, std::net::SocketAddr)>,
     /// Set it and `/readyz` answers 503 ([`run`] does on shutdown).
@@ -120,6 +122,18 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     };
     let presence = presence(config, listener.local_addr()?.port())?;
     let presence_link = presence.as_ref().map(|p| p.link.clone());
+    // One market for the cluster: only the node holding the ticker's lease ticks.
+    let (ticks, ticker_tasks) = config
+        .cluster(listener.local_addr()?.port())
+        .map(|cluster| {
+            let symbols = config.market().model.symbols.len();
+            crate::cluster::leader::new(&cluster, config.ticker_lease, symbols)
+        })
+        .transpose()
+        .map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+        })?
+        .unzip();
     let hub = Hub::start_in_arbiter(&hub_thread.handle(), move |_| {
         let hub = Hub::new(hub_config);
         let hub = match presence_link {
@@ -156,8 +170,22 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
     let ticker_thread = Arbiter::new();
     let (market, frames) = (config.market(), hub.clone().recipient());
     let ticker = Ticker::start_in_arbiter(&ticker_thread.handle(), move |_| {
-        Ticker::new(market, frames)
+        let ticker = Ticker::new(market, frames);
+        match ticks {
+            Some(ticks) => ticker.in_cluster(ticks),
+            None => ticker,
+        }
     });
+    let resign = match (ticker_tasks, &cluster_thread) {
+        (Some(tasks), Some(thread)) => Some(tasks.spawn(
+            &thread.handle(),
+            crate::cluster::leader::TickerLink {
+                lead: ticker.clone().recipient(),
+                state: ticker.clone().recipient(),
+            },
+        )),
+        _ => None,
+    };
     hub.do_send(AttachFeed {
         demand: ticker.clone().recipient(),
     });
@@ -330,6 +358,7 @@ pub fn start(listener: TcpListener, config: &Config) -> std::io::Result<Started>
         ticker,
         arbiters: [hub_thread, ticker_thread],
         cluster: cluster_thread,
+        resign,
         api_server,
         draining,
     })
@@ -382,6 +411,7 @@ pub async fn run(
         hub,
         arbiters,
         cluster,
+        resign,
         api_server,
         draining,
         ..
@@ -415,6 +445,16 @@ pub async fn run(
     };
     if let Some(api) = api_handle {
         api.stop(true).await;
+    }
+    if let Some(resign) = resign {
+        // Another node takes the market over at once, rather than when the lease runs out.
+        let limit = Duration::from_secs(1);
+        if actix_web::rt::time::timeout(limit, resign.resign())
+            .await
+            .is_err()
+        {
+            log::warn!("ticker: the lead was not given back in time; it runs out by itself");
+        }
     }
     for arbiter in arbiters.iter().chain(&cluster) {
         arbiter.stop();

@@ -8,6 +8,15 @@
 //! `stock.<SYMBOL>`, the classic feed) and handed to the hub, which shares the bytes
 //! among the members. It also answers `history`, straight into the asking session's
 //! outbox, so a chart's backfill never takes the hub's thread.
+//!
+//! In cluster mode ([`Ticker::in_cluster`]) one ticker ticks for every node: the one whose
+//! node holds the lease ([`crate::cluster::leader`] tells it with [`Lead`]). It ticks
+//! while it leads, watched or not (the demand is on other nodes too), and hands each
+//! tick's [`MarketState`](crate::market::MarketState), serialized once, to the task that
+//! publishes and saves it in Redis. The other nodes' tickers never tick: they take each
+//! published state ([`SharedState`]) into their model, so that their snapshots and
+//! `history` are the leader's, and publish its frames to their own hub. A leader stops
+//! at once when its lease runs out unrenewed, whatever the election task is doing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +24,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::error::ErrorCode;
 use crate::hub::{FeedDemand, PublishFrames};
@@ -75,6 +86,39 @@ pub struct Stop;
 #[rtype(result = "bool")]
 pub struct IsRunning;
 
+/// Cluster mode: what the election decided. This node leads until `until` (unless told
+/// again), or, with `None`, does not lead.
+#[derive(Message, Debug, Clone, Copy, PartialEq)]
+#[rtype(result = "()")]
+pub struct Lead {
+    pub until: Option<Instant>,
+}
+
+/// Cluster mode: a market state from Redis, as JSON: a tick the leader published
+/// (`saved: false`), or the state saved there, read when this node starts or takes the
+/// lead (`saved: true`). Checked in full before it is used.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SharedState {
+    pub json: ByteString,
+    pub saved: bool,
+}
+
+/// Cluster mode: the ticker's end of the link to Redis.
+struct Cluster {
+    /// Each tick's state, to publish and save; bounded: a Redis that cannot keep up loses
+    /// ticks (the next one carries the current prices), the ticker never waits.
+    publish: mpsc::Sender<ByteString>,
+    /// Until when this node leads (the lease, as the election last saw it renewed).
+    leading: Option<Instant>,
+    /// States from Redis refused so far (logged sparingly).
+    refused: u64,
+    /// Whether the model is the cluster's market yet (a state from Redis taken, or a tick
+    /// of its own published): until then it holds this node's own opening, which the
+    /// first state from Redis replaces, in `history` too.
+    synced: bool,
+}
+
 /// The ticker actor.
 pub struct Ticker {
     model: Model,
@@ -91,6 +135,8 @@ pub struct Ticker {
     stock_group: Arc<str>,
     classic_group: Arc<str>,
     symbol_groups: Vec<Arc<str>>,
+    /// Cluster mode's link (`None` on a single node).
+    cluster: Option<Cluster>,
 }
 
 impl Ticker {
@@ -106,6 +152,76 @@ impl Ticker {
             stock_group: Arc::from(MARKET_GROUP),
             classic_group: Arc::from(CLASSIC_FEED),
             symbol_groups,
+            cluster: None,
+        }
+    }
+
+    /// Cluster mode: ticks only while told it leads ([`Lead`]), hands each tick's state to
+    /// `publish`, and takes the leader's ([`SharedState`]) otherwise.
+    pub fn in_cluster(mut self, publish: mpsc::Sender<ByteString>) -> Self {
+        self.cluster = Some(Cluster {
+            publish,
+            leading: None,
+            refused: 0,
+            synced: false,
+        });
+        self
+    }
+
+    /// Whether the tick timer should run: in cluster mode while this node leads, on a
+    /// single node while a group is watched.
+    fn should_tick(&self) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.leading.is_some(),
+            None => !self.watched.is_empty(),
+        }
+    }
+
+    /// Starts or stops the timer as [`Ticker::should_tick`] says.
+    fn fit_timer(&mut self, ctx: &mut Context<Self>) {
+        match (self.should_tick(), self.timer) {
+            (true, None) => {
+                log::debug!("ticker started");
+                self.schedule(ctx);
+            }
+            (false, Some(handle)) => {
+                log::debug!("ticker idle");
+                ctx.cancel_future(handle);
+                self.timer = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Cluster mode: whether this node still leads; a lease run out unrenewed ends the
+    /// lead here and now, whatever the election task is doing (Redis may hang).
+    fn still_leads(&mut self) -> bool {
+        let Some(cluster) = &mut self.cluster else {
+            return true;
+        };
+        match cluster.leading {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                cluster.leading = None;
+                log::warn!("ticker: the lease ran out unrenewed; this node stops ticking");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Hands the current frames to the hub (which keeps them as snapshots too).
+    fn publish_local(&self) {
+        // A hub whose mailbox is full skips this tick rather than queue it: the next one
+        // carries the current prices anyway.
+        if self
+            .hub
+            .try_send(PublishFrames {
+                frames: self.frames(),
+            })
+            .is_err()
+        {
+            log::debug!("tick skipped: the hub is busy");
         }
     }
 
@@ -130,17 +246,23 @@ impl Ticker {
     }
 
     fn advance(&mut self) {
-        self.model.step(now_ms());
-        // A hub whose mailbox is full skips this tick rather than queue it: the next one
-        // carries the current prices anyway.
-        if self
-            .hub
-            .try_send(PublishFrames {
-                frames: self.frames(),
-            })
-            .is_err()
-        {
-            log::debug!("tick skipped: the hub is busy");
+        if !self.still_leads() {
+            return;
+        }
+        // Time only moves on, across leaders too (their clocks may disagree a little):
+        // `history` pages by it.
+        self.model.step(now_ms().max(self.model.ts() + 1));
+        self.publish_local();
+        if let Some(cluster) = &mut self.cluster {
+            // What it kept so far is the cluster's market now, its opening included.
+            cluster.synced = true;
+            // Serialized once: the bytes published and saved are the same.
+            let state = ByteString::from(
+                serde_json::to_string(&self.model.state()).expect("a market state serializes"),
+            );
+            if cluster.publish.try_send(state).is_err() {
+                log::debug!("tick not published: Redis is behind");
+            }
         }
     }
 
@@ -149,8 +271,11 @@ impl Ticker {
     /// firing back to back to catch up.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         self.timer = Some(ctx.run_later(self.tick, |act, ctx| {
+            act.timer = None;
             act.advance();
-            act.schedule(ctx);
+            if act.should_tick() {
+                act.schedule(ctx);
+            }
         }));
     }
 }
@@ -178,17 +303,60 @@ impl Handler<FeedDemand> for Ticker {
         } else {
             self.watched.remove(&msg.group);
         }
-        match (self.watched.is_empty(), self.timer) {
-            (false, None) => {
-                log::debug!("ticker started");
-                self.schedule(ctx);
+        self.fit_timer(ctx);
+    }
+}
+
+impl Handler<Lead> for Ticker {
+    type Result = ();
+    fn handle(&mut self, msg: Lead, ctx: &mut Context<Self>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let was = std::mem::replace(&mut cluster.leading, msg.until);
+        match (was.is_some(), msg.until.is_some()) {
+            (false, true) => {
+                log::info!("ticker: this node leads the market now");
+                // Quotes have waited out a lease already: the first tick at once.
+                self.advance();
             }
-            (true, Some(handle)) => {
-                log::debug!("ticker idle");
-                ctx.cancel_future(handle);
-                self.timer = None;
-            }
+            (true, false) => log::info!("ticker: this node no longer leads the market"),
             _ => {}
+        }
+        self.fit_timer(ctx);
+    }
+}
+
+impl Handler<SharedState> for Ticker {
+    type Result = ();
+    fn handle(&mut self, msg: SharedState, _: &mut Context<Self>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.leading.is_some() && !msg.saved {
+            // The last ticks of the previous leader, still on their way: this node
+            // continued from the saved state, which has them.
+            return;
+        }
+        match self.model.restore_json(&msg.json) {
+            Ok(()) => {
+                if !std::mem::replace(&mut cluster.synced, true) {
+                    self.model.keep_latest_only();
+                }
+                self.publish_local();
+            }
+            Err(why) => {
+                cluster.refused += 1;
+                let n = cluster.refused;
+                if n <= 10 || n.is_power_of_two() {
+                    let what = if msg.saved {
+                        "the market state saved in Redis (continuing from this node's own)"
+                    } else {
+                        "a market state published on Redis"
+                    };
+                    log::warn!("ticker: ignored {what}: {why} ({n} so far)");
+                }
+            }
         }
     }
 }
@@ -368,5 +536,252 @@ mod tests {
         ticker.send(watch(false)).await.unwrap();
         assert!(!ticker.send(IsRunning).await.unwrap());
         assert_eq!(advance(tick * 10).await, 9, "no tick once nobody watches");
+    }
+
+    /// Stands in for the hub in cluster tests: keeps each `stock` frame it is handed.
+    struct Frames(Arc<Mutex<Vec<String>>>);
+    impl Actor for Frames {
+        type Context = Context<Self>;
+    }
+    impl Handler<PublishFrames> for Frames {
+        type Result = ();
+        fn handle(&mut self, msg: PublishFrames, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg.frames[0].1.to_string());
+        }
+    }
+    impl Handler<Count> for Frames {
+        type Result = usize;
+        fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    /// A ticker in cluster mode, the frames its hub got, and the states it published.
+    struct Rig {
+        ticker: Addr<Ticker>,
+        hub: Addr<Frames>,
+        seen: Arc<Mutex<Vec<String>>>,
+        published: mpsc::Receiver<ByteString>,
+    }
+
+    fn cluster_ticker() -> Rig {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hub = Frames(seen.clone()).start();
+        let (tx, published) = mpsc::channel(64);
+        let ticker = Ticker::new(market(), hub.clone().recipient())
+            .in_cluster(tx)
+            .start();
+        Rig {
+            ticker,
+            hub,
+            seen,
+            published,
+        }
+    }
+
+    /// A leader ticks at once, then every period, watched or not, each tick published
+    /// to Redis as it was to the hub; with its lease run out unrenewed it stops, even
+    /// with nobody telling it so.
+    #[test]
+    fn a_leader_ticks_while_its_lease_lasts() {
+        paused_system().block_on(async {
+            let tick = market().tick;
+            let Rig {
+                ticker,
+                hub,
+                seen,
+                mut published,
+            } = cluster_ticker();
+            let count = || async { published_frames(&ticker, &hub).await };
+            assert_eq!(count().await, 1, "the opening snapshot");
+            // Watched, but not leading: no tick.
+            ticker
+                .send(FeedDemand {
+                    group: Arc::from("stock"),
+                    watched: true,
+                })
+                .await
+                .unwrap();
+            ticker.send(Advance).await.unwrap();
+            tokio::time::advance(tick * 5).await;
+            assert_eq!(count().await, 1, "a follower never ticks");
+            assert!(published.try_recv().is_err());
+
+            let lease = tick * 10;
+            let until = Instant::now() + lease;
+            ticker.send(Lead { until: Some(until) }).await.unwrap();
+            assert_eq!(count().await, 2, "a tick as soon as it leads");
+            for n in 3..=6 {
+                tokio::time::advance(tick).await;
+                assert_eq!(count().await, n);
+            }
+            // What went to Redis is each tick's state: the prices the hub got.
+            let frames = seen.lock().unwrap().clone();
+            for frame in &frames[1..] {
+                let state: crate::market::MarketState =
+                    serde_json::from_str(&published.try_recv().unwrap()).unwrap();
+                let tick: serde_json::Value = serde_json::from_str(frame).unwrap();
+                assert_eq!(tick["ts"], state.ts);
+                assert_eq!(
+                    tick["quotes"][0]["price"].as_f64(),
+                    Some(crate::market::round2(state.symbols[0].exact))
+                );
+            }
+            // Renewed: on it goes past the first lease's end, a tick per period.
+            ticker
+                .send(Lead {
+                    until: Some(until + lease),
+                })
+                .await
+                .unwrap();
+            for n in 7..=21 {
+                tokio::time::advance(tick).await;
+                assert_eq!(count().await, n);
+            }
+            // Never renewed again: the tick due when the lease ends does not come, though
+            // no one said it lost.
+            tokio::time::advance(tick).await;
+            assert_eq!(count().await, 21, "no tick once the lease ran out");
+            assert!(!ticker.send(IsRunning).await.unwrap());
+            tokio::time::advance(lease).await;
+            let last = count().await;
+            assert_eq!(last, 21);
+            // Told it lost, then leading again: ticking again.
+            ticker.send(Lead { until: None }).await.unwrap();
+            let until = Instant::now() + lease;
+            ticker.send(Lead { until: Some(until) }).await.unwrap();
+            assert_eq!(count().await, last + 1);
+            ticker.send(Lead { until: None }).await.unwrap();
+            tokio::time::advance(lease).await;
+            assert_eq!(count().await, last + 1, "no tick once it lost");
+        });
+    }
+
+    /// Everything the ticker did so far has reached `hub`: the number of frames it got.
+    async fn published_frames(ticker: &Addr<Ticker>, hub: &Addr<Frames>) -> usize {
+        ticker.send(IsRunning).await.unwrap();
+        hub.send(Count).await.unwrap()
+    }
+
+    /// A follower passes the leader's ticks to its hub (its `history` keeps them) and
+    /// drops states that are not this market's; a leader ignores other nodes' ticks but
+    /// continues from the saved state.
+    #[actix::test]
+    async fn a_follower_shows_the_leaders_ticks() {
+        let Rig {
+            ticker,
+            hub,
+            seen,
+            published: _published,
+        } = cluster_ticker();
+        // The leader's tick comes after this node's own opening, which is no part of the
+        // cluster's history.
+        let t = now_ms() + 1000;
+        let mut leader = crate::market::Model::new(&market().model, t - 1);
+        leader.step(t);
+        let state = |model: &crate::market::Model| SharedState {
+            json: serde_json::to_string(&model.state()).unwrap().into(),
+            saved: false,
+        };
+        ticker.send(state(&leader)).await.unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, 2);
+        let tick = |n: usize| -> serde_json::Value {
+            serde_json::from_str(&seen.lock().unwrap()[n]).unwrap()
+        };
+        assert_eq!(tick(1)["ts"], t);
+        assert_eq!(
+            tick(1)["quotes"][2]["price"].as_f64(),
+            Some(leader.quotes()[2].price)
+        );
+        for json in ["{}", "{\"ts\":3,\"symbols\":[]}", "garbage"] {
+            ticker
+                .send(SharedState {
+                    json: json.into(),
+                    saved: false,
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(published_frames(&ticker, &hub).await, 2, "refused");
+
+        // Its history is the leader's.
+        let outbox = Arc::new(Outbox::new(1 << 16));
+        ticker
+            .send(History {
+                id: None,
+                symbol: "600519".into(),
+                page: HistoryPage::default(),
+                outbox: outbox.clone(),
+            })
+            .await
+            .unwrap();
+        let (frames, _) = outbox.drain();
+        let reply: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        let ts: Vec<_> = reply["quotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["ts"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ts, [t], "{reply}");
+
+        // Leading: another node's late tick is ignored, the saved state taken.
+        let until = Instant::now() + Duration::from_secs(60);
+        ticker.send(Lead { until: Some(until) }).await.unwrap();
+        let ticks = published_frames(&ticker, &hub).await;
+        leader.step(t + 100);
+        ticker.send(state(&leader)).await.unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, ticks);
+        ticker
+            .send(SharedState {
+                saved: true,
+                ..state(&leader)
+            })
+            .await
+            .unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, ticks + 1);
+        assert_eq!(tick(ticks)["ts"], t + 100);
+    }
+
+    /// A node that led from the open (nothing saved) and then follows keeps its own ticks
+    /// in `history`: they were the cluster's.
+    #[actix::test]
+    async fn ticks_of_its_own_stay_in_history_when_it_follows() {
+        let Rig {
+            ticker,
+            hub,
+            published: _published,
+            ..
+        } = cluster_ticker();
+        let until = Instant::now() + Duration::from_secs(60);
+        ticker.send(Lead { until: Some(until) }).await.unwrap();
+        ticker.send(Lead { until: None }).await.unwrap();
+        assert_eq!(published_frames(&ticker, &hub).await, 2);
+        let mut leader = crate::market::Model::new(&market().model, 0);
+        leader.step(now_ms() + 1000);
+        ticker
+            .send(SharedState {
+                json: serde_json::to_string(&leader.state()).unwrap().into(),
+                saved: false,
+            })
+            .await
+            .unwrap();
+        let outbox = Arc::new(Outbox::new(1 << 16));
+        ticker
+            .send(History {
+                id: None,
+                symbol: "600519".into(),
+                page: HistoryPage::default(),
+                outbox: outbox.clone(),
+            })
+            .await
+            .unwrap();
+        let (frames, _) = outbox.drain();
+        let reply: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(
+            reply["quotes"].as_array().unwrap().len(),
+            3,
+            "its opening, its tick, the new leader's: {reply}"
+        );
     }
 }
