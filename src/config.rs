@@ -206,9 +206,10 @@ pub struct Config {
     #[arg(long, env = "WXHUB_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<std::path::PathBuf>,
 
-    /// Cluster mode (preview): nodes given the same Redis (e.g. redis://127.0.0.1:6379/0)
-    /// route direct, group and broadcast messages across each other. Unset: one node, no
-    /// Redis needed. Prefer the environment variable if the URL holds a password.
+    /// Cluster mode: nodes given the same Redis (e.g. redis://127.0.0.1:6379/0) behave as
+    /// one hub: messages, history, presence and the market are shared through it. Unset:
+    /// one node, no Redis needed. Prefer the environment variable if the URL holds a
+    /// password.
     #[arg(
         long = "redis",
         env = "WXHUB_REDIS_URL",

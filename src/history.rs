@@ -7,8 +7,10 @@
 //! it gets every message after that offset, or learns for certain that it cannot.
 //!
 //! The router asks; a [`History`] keeps. [`MemoryHistory`] is the one-process
-//! implementation; cluster mode puts one on Redis behind the same trait. The
-//! [`conformance`] suite is what every implementation must pass.
+//! implementation, and the [`conformance`] suite is what an implementation must pass.
+//! Cluster mode keeps streams in Redis instead ([`crate::cluster::streams`]): a read
+//! there is a round trip the hub's thread must not wait for, so it goes through the
+//! cluster's broker and comes back as a message (see [`crate::cluster::hold`]).
 //!
 //! Calls are synchronous and made from the hub's one thread: reading the history and
 //! subscribing happen in one handler, so no live message can slip between the replay
