@@ -469,7 +469,7 @@ async fn subscriber(
     let mut delay = BACKOFF.0;
     let mut failing = false;
     loop {
-        let pubsub = match client.get_async_pubsub().await {
+        let pubsub = match bounded(client.get_async_pubsub()).await {
             Ok(pubsub) => pubsub,
             Err(e) => {
                 if !failing {
@@ -485,7 +485,7 @@ async fn subscriber(
         };
         let (mut sink, mut stream) = pubsub.split();
         let mut active = HashSet::new();
-        if let Err(e) = sync(&mut sink, &wanted, &mut active).await {
+        if let Err(e) = bounded(sync(&mut sink, &wanted, &mut active)).await {
             log::warn!("cluster: Redis SUBSCRIBE failed ({e}); reconnecting");
             if !absorb_for(delay, &mut commands, &mut wanted, &reader).await {
                 return;
@@ -527,7 +527,7 @@ async fn subscriber(
                         take(command, &mut wanted, &mut reads);
                     }
                     // Subscribed before reading: what is published after the read is heard.
-                    if let Err(e) = sync(&mut sink, &wanted, &mut active).await {
+                    if let Err(e) = bounded(sync(&mut sink, &wanted, &mut active)).await {
                         log::warn!("cluster: Redis SUBSCRIBE failed ({e}); reconnecting");
                         reader.fail(reads.drain(..), "Redis is unreachable");
                         break;
@@ -536,16 +536,21 @@ async fn subscriber(
                         let answers = reader.read(&reads).await;
                         // What was published before the reads arrives before this PONG:
                         // handed to the hub first, so that it precedes the answers.
-                        let pong = sink.ping::<redis::Value>().await;
+                        let pong = bounded(sink.ping::<redis::Value>()).await;
                         while let Some(Some(message)) = stream.next().now_or_never() {
                             inbound.take(&message);
                         }
+                        let lost = pong.is_err();
                         match (answers, pong) {
                             (Ok(answers), Ok(_)) => reader.answer(reads.drain(..), answers),
                             (Err(e), _) | (_, Err(e)) => {
                                 log::warn!("cluster: cannot read history from Redis ({e})");
                                 reader.fail(reads.drain(..), "cannot read history from Redis");
                             }
+                        }
+                        if lost {
+                            log::warn!("cluster: the Redis PUB/SUB connection does not answer; reconnecting");
+                            break;
                         }
                     }
                 }
@@ -563,6 +568,23 @@ async fn subscriber(
         }
         health.subscribed.store(false, Ordering::Relaxed);
         failing = true;
+    }
+}
+
+/// Longest wait for Redis on the PUB/SUB connection (connecting, a `SUBSCRIBE`, a
+/// `PING`): past it the connection counts as lost, so that a silent Redis cannot hold the
+/// reads (and the sessions waiting for them) for ever.
+const PUBSUB_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded<T>(
+    work: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(PUBSUB_TIMEOUT, work).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no answer from Redis in time",
+        ))),
     }
 }
 
