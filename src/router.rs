@@ -1765,19 +1765,26 @@ fn deliver<'a>(
     tag: Option<(Route<&str>, u64)>,
 ) -> usize {
     let mut delivered = 0;
-    for (id, outbox) in targets {
-        let taken = if holds.is_empty() {
-            outbox.push_batched(frame, wakes)
-        } else {
-            match holds.keep(id, frame, tag) {
+    if holds.is_empty() {
+        // The single-node path (and a cluster node with nobody held): as before holds.
+        for (id, outbox) in targets {
+            if outbox.push_batched(frame, wakes) {
+                delivered += usize::from(Some(id) != sender);
+            } else {
+                unreachable.push(id);
+            }
+        }
+    } else {
+        for (id, outbox) in targets {
+            let taken = match holds.keep(id, frame, tag) {
                 Some(within) => within || hold_overflow(outbox),
                 None => outbox.push_batched(frame, wakes),
+            };
+            if taken {
+                delivered += usize::from(Some(id) != sender);
+            } else {
+                unreachable.push(id);
             }
-        };
-        if taken {
-            delivered += usize::from(Some(id) != sender);
-        } else {
-            unreachable.push(id);
         }
     }
     wakes.flush();
