@@ -5,7 +5,8 @@
 # wxhub nodes (--redis, release build) measured by `wxhub-bench fanout2` and stopped, and
 # two Socket.IO nodes (socketio-redis-hub.js) on the same Redis measured by the same
 # command with --proto socketio and stopped. The subscribers are split over the two nodes,
-# the publisher is on node A. Prints one table, every figure as "run 1 / run 2 / ...".
+# the publisher is on node A. Prints one table (cluster-summary.py), every figure as
+# "run 1 / run 2 / ...".
 #
 #   bench/peers/cluster-fanout.sh                        (from anywhere in the repository)
 #   REPS=3 LOADS="1000x10 10000x10" OUT=/tmp/wxhub-cluster bench/peers/cluster-fanout.sh
@@ -24,6 +25,9 @@ OUT="${OUT:-/tmp/wxhub-cluster}"
 WORK="${WORK:-/tmp/wxhub-peers}"
 WARMUP_S="${WARMUP_S:-2}"
 DURATION_S="${DURATION_S:-10}"
+# A hub that falls behind still delivers after the window: what has not arrived this long
+# after the last publish counts as not delivered.
+DRAIN_S="${DRAIN_S:-30}"
 source "$here/lib.sh"          # target_dir
 source "$here/cluster-lib.sh"  # start_redis, start_wxhub_node, start_socketio_node, stop
 target="$(target_dir "$here/../../Cargo.toml")"
@@ -63,7 +67,7 @@ for rep in $(seq 1 "$REPS"); do
       f="$OUT/$p.$load.$rep.txt"
       cmd=("$bench" fanout2 --proto "$p" --url "$ua" --url-b "$ub" --pid "$pa" --pid-b "$pb"
            --redis-pid "$redis_pid" --clients "$n" --rate "$rate" --warmup-s "$WARMUP_S"
-           --duration-s "$DURATION_S" --connect-timeout-s 120 --max-s 600 --quiet
+           --duration-s "$DURATION_S" --drain-s "$DRAIN_S" --connect-timeout-s 120 --max-s 600 --quiet
            --label "$p.$load.$rep")
       { echo "# top before the run:"; top -bn1 | sed -n '1,3p;7,12p' | sed 's/^/# /'; } >"$f"
       printf '%q ' "${cmd[@]}" >>"$f"; echo >>"$f"
@@ -78,63 +82,4 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
-python3 - "$OUT" "$REPS" "$LOADS" "$PEERS" <<'EOF'
-import json, sys
-out, reps, loads, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
-names = {"wxhub": "wxhub (--redis)", "socketio": "Socket.IO 4 + redis-adapter"}
-
-def run(p, load, rep):
-    try:
-        lines = open(f"{out}/{p}.{load}.{rep}.txt").read().splitlines()
-        return json.loads(next(l for l in reversed(lines) if l.startswith("{")))
-    except (OSError, StopIteration, ValueError):
-        return None
-
-def fmt(v, unit="", prec=0):
-    if v is None:
-        return "-"
-    if unit == "k":
-        return f"{v / 1000:.1f} k"
-    return f"{v:.{prec}f}{unit}"
-
-def cell(runs, key, unit="", prec=0):
-    return " / ".join(fmt(r.get(key) if r else None, unit, prec) for r in runs)
-
-def lat(runs, node):
-    return (" / ".join(fmt(r.get(f"p50_ms_{node}") if r else None, "", 1) for r in runs) + "; p99 "
-            + " / ".join(fmt(r.get(f"p99_ms_{node}") if r else None, "", 1) for r in runs))
-
-def complete(r):
-    if not r:
-        return "no result"
-    bad = []
-    if r.get("fatal"):
-        bad.append(f"FAILED: {r['fatal']}")
-    if r.get("undelivered"):
-        bad.append(f"{r['undelivered']} undelivered")
-    if r.get("duplicates"):
-        bad.append(f"{r['duplicates']} duplicates")
-    if r.get("reordered"):
-        bad.append(f"{r['reordered']} out of order")
-    return ", ".join(bad) or "all"
-
-print()
-print(f"Two nodes on one Redis, {reps} run(s) each, figures run 1 / run 2 / ...:")
-print()
-print("| subscribers (A + B), rate | hub | deliveries/s (expected) | latency on A, ms: p50; p99 "
-      "| latency on B, ms: p50; p99 | CPU per delivery, A + B + Redis | CPU % A / B / Redis (run 1) "
-      "| delivered |")
-print("|---|---|---|---|---|---|---|---|")
-for load in loads:
-    n, rate = load.split("x")
-    for p in peers:
-        runs = [run(p, load, k) for k in range(1, reps + 1)]
-        r1 = runs[0] or {}
-        cpu1 = " / ".join(fmt(r1.get(k), "", 0) for k in ("cpu_pct_a", "cpu_pct_b", "cpu_pct_redis"))
-        split = f"{r1.get('subscribers_a', '?')} + {r1.get('subscribers_b', '?')}"
-        print(f"| {int(n):,} ({split}), {rate} msg/s | {names.get(p, p)} "
-              f"| {cell(runs, 'deliveries_per_s', 'k')} ({int(n) * float(rate) / 1000:.1f} k) "
-              f"| {lat(runs, 'a')} | {lat(runs, 'b')} "
-              f"| {cell(runs, 'cluster_cpu_us_per_delivery', ' us', 1)} | {cpu1} "
-              f"| {'; '.join(complete(r) for r in runs)} |")
-EOF
+python3 "$here/cluster-summary.py" "$OUT" "$REPS" "$LOADS" "$PEERS"
