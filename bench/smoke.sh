@@ -2,7 +2,9 @@
 # CI smoke of every wxhub-bench scenario, so the load generator never rots: small N,
 # a couple of seconds each, no thresholds. Starts its own hub on a free loopback port
 # for each scenario (wxhub-bench --hub-bin) and fails only if the tool itself fails
-# (no client ready, nothing delivered, the hub died, a crash).
+# (no client ready, nothing delivered, the hub died, a crash). `fanout2` gets a
+# redis-server of its own on a free port and two hub nodes on it (`redis-server` must be
+# installed), and must also deliver every message to every subscriber exactly once.
 #
 #   bench/smoke.sh                    # from anywhere in the repository
 #   WXHUB_BIN=path/to/wxhub bench/smoke.sh
@@ -45,9 +47,9 @@ secs="${SMOKE_SECONDS:-1.5}"
 logdir="$(mktemp -d "${TMPDIR:-/tmp}/wxhub-smoke.XXXXXX")"
 # The hub's per-session rate limit (50 commands/s by default) would refuse a publisher
 # that publishes as fast as the hub delivers: lift it for the load generator.
-common=(--hub-bin "$hub" --hub-arg=--rate-limit=1000000 --hub-arg=--rate-burst=1000000
-        --warmup-s 0.5 --duration-s "$secs" --settle-s 0.2 --settle-max-s 5 --drain-s 5
+timing=(--warmup-s 0.5 --duration-s "$secs" --settle-s 0.2 --settle-max-s 5 --drain-s 5
         --connect-timeout-s 20 --max-s 60 --quiet)
+common=(--hub-bin "$hub" --hub-arg=--rate-limit=1000000 --hub-arg=--rate-burst=1000000 "${timing[@]}")
 
 failed=0
 ran=0
@@ -80,6 +82,41 @@ run direct          direct   --clients "$((n / 2 > 0 ? n / 2 : 1))" --window 2 "
 run chatroom        chatroom --clients "$n" --rate 2 "${common[@]}"
 run ticker          ticker   --clients "$n" --tick-ms 100 "${common[@]}"
 run groups          groups   --clients "$n" --groups 3 --cycles 2 --idle-s 1 --sample-s 0.5 "${common[@]}"
+
+# Two nodes of a cluster: a redis-server and two hub nodes of the smoke's own, on free
+# ports (bench/peers/cluster-lib.sh), the subscribers split over them.
+source "$root/bench/peers/cluster-lib.sh"
+cluster_smoke() {
+  local name=fanout2 out="$logdir/fanout2.txt" start=$SECONDS pids=() ok=0 redis a b pa pb
+  ran=$((ran + 1))
+  if start_redis "$logdir/redis.log"; then
+    redis=$PID; pids+=("$PID")
+    if start_wxhub_node "$hub" a "$REDIS_URL" "$logdir/fanout2.a.log"; then
+      pa=$PID; a=$URL; pids+=("$PID")
+      if start_wxhub_node "$hub" b "$REDIS_URL" "$logdir/fanout2.b.log"; then
+        pb=$PID; b=$URL; pids+=("$PID")
+        if timeout 60 "$bench" fanout2 --url "$a" --url-b "$b" --pid "$pa" --pid-b "$pb" \
+             --redis-pid "$redis" --clients "$n" --rate 50 --probe-s 10 "${timing[@]}" \
+             --label smoke.fanout2 >"$out" 2>&1 \
+           && grep -Eq '"undelivered":0[,}]' "$out" && grep -Eq '"duplicates":0[,}]' "$out"; then
+          ok=1
+        fi
+      fi
+    fi
+  fi >"$logdir/fanout2.start.log" 2>&1
+  stop "${pids[@]}"
+  if [ "$ok" = 1 ]; then
+    echo "ok   $name ($((SECONDS - start)) s): $(grep -E '^  deliveries ' "$out" | sed 's/^ *//')"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name, output:"
+    cat "$logdir/fanout2.start.log" "$out" 2>/dev/null | sed 's/^/     /'
+    for l in "$logdir"/fanout2.[ab].log; do
+      [ -s "$l" ] && { echo "     $l:"; tail -20 "$l" | sed 's/^/     /'; }
+    done
+  fi
+}
+cluster_smoke
 
 # The tool must refuse anything but loopback before opening a socket.
 ran=$((ran + 1))

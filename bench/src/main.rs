@@ -6,6 +6,10 @@
 //! * `fanout`: N subscribers of one group and one publisher; `--inflight K` saturates
 //!   (at most K messages not yet delivered to every subscriber), `--rate R` publishes at
 //!   a fixed rate; deliveries/s, hub CPU per delivery, end-to-end latency.
+//! * `fanout2`: the same over two nodes of a cluster: N subscribers split over node A
+//!   (`--url`) and node B (`--url-b`), one publisher on A at a fixed rate; deliveries/s,
+//!   latency on each node, every subscriber's count; wxhub's protocol or Socket.IO's
+//!   (`--proto socketio`, the peer `bench/peers/socketio-redis-hub.js`).
 //! * `direct`: N pairs sending `direct` messages to each other (closed loop with
 //!   `--window`, or `--rate` per client); messages/s and latency.
 //! * `chatroom`: N members of one group, every one publishing at a low rate.
@@ -48,6 +52,10 @@ pub enum Scenario {
     /// N subscribers of one group, one publisher: saturation (--inflight) or fixed rate
     /// (--rate); deliveries/s, hub CPU per delivery, latency.
     Fanout(FanoutArgs),
+    /// Two nodes of a cluster: N subscribers of one group, half on node A (--url), half
+    /// on node B (--url-b), one publisher on A at a fixed rate; deliveries/s, latency
+    /// per node, and what each subscriber received.
+    Fanout2(Fanout2Args),
     /// N pairs sending direct messages to each other: messages/s and latency.
     Direct(DirectArgs),
     /// A busy room: N members of one group, every one also publishing at a low rate.
@@ -174,6 +182,46 @@ pub struct FanoutArgs {
     pub lost_after_s: f64,
 }
 
+/// The protocol `fanout2` speaks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// wxhub's protocol v1: `join`, `subscribe`, `publish`.
+    Wxhub,
+    /// Socket.IO 4 (Engine.IO 4 over a WebSocket, no polling): each socket is in the
+    /// hub's room once connected; a `pub` event is re-emitted to the rest of the room
+    /// (bench/peers/socketio-redis-hub.js). The URL is the node's
+    /// `ws://HOST:PORT/socket.io/?EIO=4&transport=websocket`.
+    Socketio,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Fanout2Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Node B's WebSocket URL (loopback only); node A is --url. Subscriber i connects to
+    /// A when i is even, to B when it is odd; the publisher to A.
+    #[arg(long)]
+    pub url_b: String,
+    /// Node B's process id, for its CPU (node A's is --pid).
+    #[arg(long)]
+    pub pid_b: Option<i32>,
+    /// The Redis server's process id, for its CPU.
+    #[arg(long)]
+    pub redis_pid: Option<i32>,
+    #[arg(long, value_enum, default_value_t = Proto::Wxhub)]
+    pub proto: Proto,
+    /// Messages per second the publisher sends.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// The group (wxhub; a Socket.IO node has its one room).
+    #[arg(long, default_value = "bench")]
+    pub group: String,
+    /// Before measuring, the publisher sends probes until every subscriber has received
+    /// one (both nodes route the group), for at most this long.
+    #[arg(long, default_value_t = 20.0)]
+    pub probe_s: f64,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DirectArgs {
     #[command(flatten)]
@@ -248,6 +296,7 @@ impl Scenario {
         match self {
             Scenario::Idle(a) => &a.common,
             Scenario::Fanout(a) => &a.common,
+            Scenario::Fanout2(a) => &a.common,
             Scenario::Direct(a) => &a.common,
             Scenario::Chatroom(a) => &a.common,
             Scenario::Ticker(a) => &a.common,
@@ -259,6 +308,7 @@ impl Scenario {
         match self {
             Scenario::Idle(_) => "idle",
             Scenario::Fanout(_) => "fanout",
+            Scenario::Fanout2(_) => "fanout2",
             Scenario::Direct(_) => "direct",
             Scenario::Chatroom(_) => "chatroom",
             Scenario::Ticker(_) => "ticker",
@@ -271,6 +321,7 @@ impl Scenario {
         match self {
             Scenario::Idle(a) => a.common.clients + 1,
             Scenario::Fanout(a) => a.common.clients + 1,
+            Scenario::Fanout2(a) => a.common.clients + 1,
             Scenario::Direct(a) => a.common.clients * 2,
             Scenario::Chatroom(a) => a.common.clients,
             Scenario::Ticker(a) => a.common.clients,
@@ -294,6 +345,17 @@ fn main() {
     if let Scenario::Fanout(f) = &scenario {
         if f.rate.is_some_and(|r| r <= 0.0) || f.inflight == Some(0) {
             fail("--rate and --inflight must be positive");
+        }
+    }
+    if let Scenario::Fanout2(f) = &scenario {
+        if c.hub_bin.is_some() || c.url.is_none() {
+            fail("fanout2 measures two running nodes: give them with --url and --url-b");
+        }
+        if f.rate <= 0.0 || f.rate.is_nan() {
+            fail("--rate must be positive");
+        }
+        if let Err(e) = sys::parse_target(&f.url_b) {
+            fail(&format!("--url-b: {e}"));
         }
     }
     let conns = scenario.connections();

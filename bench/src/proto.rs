@@ -123,6 +123,39 @@ pub fn broadcast(out: &mut String, seq: u64, ts: u64, pad: usize) {
 
 pub const PING: &str = "{\"type\":\"ping\"}";
 
+/// Socket.IO 4 over a raw WebSocket (Engine.IO 4): the few packets `fanout2` uses.
+/// Engine.IO's `2` (ping) is answered with `3` (pong); `40` connects to the main
+/// namespace and the node answers `40{"sid":..}`; `42[..]` is an event.
+pub mod sio {
+    /// Connect to the main namespace.
+    pub const CONNECT: &str = "40";
+    /// The node's answer starts so.
+    pub const CONNECTED: &str = "40";
+    pub const PING: &[u8] = b"2";
+    pub const PONG: &[u8] = b"3";
+    /// A namespace connect refused.
+    pub const CONNECT_ERROR: &[u8] = b"44";
+    /// The event the peer hub re-emits to the rest of its room.
+    const EVENT: &[u8] = b"42[\"pub\",[";
+
+    /// The publisher's event: `42["pub",[SEQ,TS]]` (the body as [`super::body`]).
+    pub fn publish(out: &mut String, seq: u64, ts: u64, pad: usize) {
+        out.clear();
+        out.push_str("42[\"pub\",");
+        super::body(out, seq, ts, pad);
+        out.push(']');
+    }
+
+    /// `(seq, ts)` from a `pub` event this tool published, as the hub re-emits it.
+    pub fn body_pair(t: &[u8]) -> Option<(u64, u64)> {
+        let rest = t.strip_prefix(EVENT)?;
+        let (seq, n) = super::leading_u64(rest)?;
+        let rest = rest[n..].strip_prefix(b",")?;
+        let (ts, _) = super::leading_u64(rest)?;
+        Some((seq, ts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +194,20 @@ mod tests {
         assert_eq!(join("u1"), r#"{"type":"join","name":"u1"}"#);
         let v: serde_json::Value = serde_json::from_str(&subscribe("g")).unwrap();
         assert_eq!(v["group"], "g");
+    }
+
+    #[test]
+    fn speaks_socketio() {
+        let mut s = String::new();
+        sio::publish(&mut s, 7, 123, 0);
+        assert_eq!(s, r#"42["pub",[7,123]]"#);
+        assert_eq!(sio::body_pair(s.as_bytes()), Some((7, 123)));
+        sio::publish(&mut s, 8, 9, 2);
+        assert_eq!(s, r#"42["pub",[8,9,"xx"]]"#);
+        assert_eq!(sio::body_pair(s.as_bytes()), Some((8, 9)));
+        assert_eq!(sio::body_pair(br#"42["other",[1,2]]"#), None);
+        assert_eq!(sio::body_pair(br#"42["pub","t=1"]"#), None);
+        assert_eq!(sio::body_pair(b"2"), None);
     }
 
     #[test]

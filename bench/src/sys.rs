@@ -233,6 +233,11 @@ fn stat_ticks(path: &str) -> Option<(String, u64)> {
     ))
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+pub fn cpu_s(pid: i32) -> Option<f64> {
+    stat_ticks(&format!("/proc/{pid}/stat")).map(|v| v.1 as f64 / clk_tck())
+}
+
 pub fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

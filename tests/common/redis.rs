@@ -77,6 +77,17 @@ impl RedisServer {
         }
     }
 
+    /// Stops it at once (SIGKILL, as a crash or an OOM kill would) and returns its port,
+    /// to start another on with [`RedisServer::start_on`].
+    pub fn stop(mut self) -> u16 {
+        let port = self.port;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Not killed again on drop.
+        self.port = 0;
+        port
+    }
+
     /// The URL a hub is given (`--redis`).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)

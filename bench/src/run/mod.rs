@@ -1,6 +1,6 @@
 //! Running a scenario: the state the client tasks share ([`Run`]), the phases they
-//! follow, and the dispatch to the scenario's own module (`idle`, `fanout`, `direct`,
-//! `chatroom`, `ticker`, `groups`, one file each). The measuring code those share lives
+//! follow, and the dispatch to the scenario's own module (`idle`, `fanout`, `fanout2`,
+//! `direct`, `chatroom`, `ticker`, `groups`, one file each). The measuring code those share lives
 //! beside them: the counters (`recorder`), one client's connection and loop (`client`),
 //! connecting them all (`connect`), settling and the measurement window (`measure`),
 //! and the table and JSON line (`report`).
@@ -13,6 +13,7 @@ mod client;
 mod connect;
 mod direct;
 mod fanout;
+mod fanout2;
 mod groups;
 mod idle;
 mod measure;
@@ -123,6 +124,7 @@ pub(crate) async fn run(run: Arc<Run>, scenario: Scenario) -> Report {
         Scenario::Fanout(a) => {
             fanout::fanout(run, a.inflight, a.rate, a.group, a.lost_after_s).await
         }
+        Scenario::Fanout2(a) => fanout2::fanout2(run, &a).await,
         Scenario::Direct(a) => direct::direct(run, a.window, a.rate).await,
         Scenario::Chatroom(a) => chatroom::chatroom(run, a.rate, a.group).await,
         Scenario::Ticker(a) => ticker::ticker(run, a.tick_ms, a.group, a.join).await,
