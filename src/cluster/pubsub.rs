@@ -220,7 +220,10 @@ impl Broker for RedisBroker {
     }
 
     fn up(&self) -> bool {
-        self.health.up()
+        // Subscribed means Redis answers. A publisher that failed last time is no reason
+        // to stop trying: a failed message still reaches this node's sessions, and the
+        // next one may go through (a stale connection after a Redis restart fails once).
+        self.health.subscribed.load(Ordering::Relaxed)
     }
 }
 
@@ -319,13 +322,21 @@ impl Publisher {
                 retry_at = tokio::time::Instant::now() + delay;
                 delay = (delay * 2).min(BACKOFF.1);
             }
-            let result = match &mut conn {
+            let mut result = match &mut conn {
                 Some(conn) => self.send(conn, &batch).await,
                 None => Err(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "not connected",
                 ))),
             };
+            if let (Err(e), Some(conn)) = (&result, &mut conn) {
+                // The connection broke (Redis restarted) while Redis answers the
+                // subscriber: once more, on the connection the manager makes anew. Only
+                // when nothing was written: a timeout might have published already.
+                if e.is_connection_dropped() && self.health.subscribed.load(Ordering::Relaxed) {
+                    result = self.send(conn, &batch).await;
+                }
+            }
             if result.is_err() {
                 // Not numbered, not published: this node's sessions get them all the same.
                 for out in &batch {
@@ -699,7 +710,7 @@ impl Reader {
         let Some(conn) = self.conn.as_mut() else {
             unreachable!("connected above");
         };
-        let mut loaded = false;
+        let (mut loaded, mut retried) = (false, false);
         loop {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
@@ -710,7 +721,14 @@ impl Reader {
                     None => pipe.cmd("ECHO").arg("no stream"),
                 };
             }
-            let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
+            let results: Vec<redis::RedisResult<redis::Value>> = match pipe.query_async(conn).await {
+                // A connection broken under it (Redis restarted): once more, anew.
+                Err(e) if e.is_connection_dropped() && !retried => {
+                    retried = true;
+                    continue;
+                }
+                other => other?,
+            };
             let no_script = results.iter().any(|r| {
                 matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
             });
