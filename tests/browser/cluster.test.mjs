@@ -10,7 +10,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 
 import {
   DESKTOP, SHOTS, WAIT, HubProcess, RedisProcess, delivery, freePort, join, launchChromium,
@@ -23,7 +24,11 @@ let browser;
 const pageErrors = [];
 
 before(async () => {
-  mkdirSync(SHOTS, { recursive: true });
+  // Its pictures go in a folder of their own, so that the demo test's cleaning leaves them.
+  mkdirSync(path.join(SHOTS, 'cluster'), { recursive: true });
+  for (const file of readdirSync(path.join(SHOTS, 'cluster'))) {
+    if (file.startsWith('FAILED-')) rmSync(path.join(SHOTS, 'cluster', file));
+  }
   redis = new RedisProcess(await freePort());
   // Whatever happens to this process, its children do not outlive it.
   process.on('exit', () => {
@@ -64,9 +69,9 @@ test('two pages on two nodes of a cluster chat: group and direct messages both w
   const [n1, , n3] = nodes;
   const pages = [];
   try {
-    const alice = await openDemo('cluster-alice-n1', n1);
+    const alice = await openDemo('alice-n1', n1);
     pages.push(alice);
-    const bob = await openDemo('cluster-bob-n3', n3);
+    const bob = await openDemo('bob-n3', n3);
     pages.push(bob);
     // The page connects to the hub it was served from.
     assert.equal(await alice.inputValue('#hub-url'), `ws://127.0.0.1:${n1.port}/ws`);
@@ -114,11 +119,11 @@ test('two pages on two nodes of a cluster chat: group and direct messages both w
         assert.equal(await page.locator('#log li', { hasText: text }).count(), 1, `${page.label} shows ${text} once`);
       }
     }
-    await shot(alice, 'cluster-alice-n1');
-    await shot(bob, 'cluster-bob-n3');
+    await shot(alice, 'cluster/alice-n1');
+    await shot(bob, 'cluster/bob-n3');
     assert.deepEqual(pageErrors, [], 'uncaught errors in the pages');
   } catch (err) {
-    for (const page of pages) await shot(page, `FAILED-${page.label}`).catch(() => {});
+    for (const page of pages) await shot(page, `cluster/FAILED-${page.label}`).catch(() => {});
     for (const node of nodes) console.error(`--- ${node.name} log (last 2000 chars) ---\n${node.log.slice(-2000)}`);
     throw err;
   } finally {
