@@ -2,106 +2,27 @@
 //
 //   cd tests/browser && npm ci && npm test
 //
-// Env: WXHUB_BIN (default <repo>/target/debug/wxhub), CHROMIUM_BIN (default
-// /usr/bin/chromium, Debian's package), WXHUB_PAGE (optional: a file served at / instead of
-// the page compiled into the hub, to try a page edit, or a broken copy, without a rebuild).
+// Env: WXHUB_BIN and CHROMIUM_BIN (helpers.mjs), WXHUB_PAGE (optional: a file served at /
+// instead of the page compiled into the hub, to try a page edit, or a broken copy, without
+// a rebuild).
 // Screenshots go to <repo>/target/browser-screenshots/.
 //
 // Every wait is for a DOM state or a process event, with a timeout; nothing sleeps.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '..', '..');
-const HUB_BIN = path.resolve(repo, process.env.WXHUB_BIN || path.join('target', 'debug', 'wxhub'));
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+import {
+  DESKTOP, PHONE, SHOTS, WAIT, HubProcess, delivery, freePort, join, launchChromium, nextEvent,
+  nextEvents, received, send, shot, subscribe, waitState, waitUsers, watchEvents,
+} from './helpers.mjs';
+
 const PAGE_FILE = process.env.WXHUB_PAGE ? path.resolve(process.env.WXHUB_PAGE) : null;
-const SHOTS = path.join(repo, 'target', 'browser-screenshots');
-
-const DESKTOP = { width: 1280, height: 860 };
-const PHONE = { width: 375, height: 812 };
-const WAIT = 10_000; // for any single expected state
 const RED = 'rgb(217, 54, 62)';   // --up by default (#d9363e)
 const GREEN = 'rgb(20, 150, 75)'; // --down by default (#14964b)
-
-/* ------------------------------------------------------------------------------------
- * The hub process
- * ---------------------------------------------------------------------------------- */
-
-/** A port that was free a moment ago, so the hub can be restarted on the same one. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-class HubProcess {
-  constructor(port, env = {}) {
-    this.port = port;
-    this.env = env;
-    this.child = null;
-    this.log = '';
-  }
-
-  get httpUrl() {
-    return `http://127.0.0.1:${this.port}/`;
-  }
-
-  /** Starts the hub and resolves once it logs that it is listening. */
-  start() {
-    const args = ['--bind', `127.0.0.1:${this.port}`, '--tick-ms', '200', '--seed', '42'];
-    const child = spawn(HUB_BIN, args, {
-      env: { ...process.env, RUST_LOG: 'info', ...this.env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    this.child = child;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error(`the hub did not start in ${WAIT} ms`)), WAIT);
-      const fail = (err) => {
-        clearTimeout(timer);
-        reject(new Error(`${err.message}\n--- hub log ---\n${this.log}`));
-      };
-      // e.g. no binary at HUB_BIN
-      child.on('error', (e) => fail(new Error(`cannot run ${HUB_BIN} (cargo build, or set WXHUB_BIN): ${e.message}`)));
-      child.on('exit', (code, signal) => fail(new Error(`the hub exited early (${code ?? signal})`)));
-      child.stderr.setEncoding('utf8');
-      child.stderr.on('data', (chunk) => {
-        this.log += chunk;
-        if (this.log.includes(`wxhub listening on http://127.0.0.1:${this.port}/`)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-  }
-
-  /** Kills the hub like a crash (no goodbye to the clients) and waits for it to exit. */
-  async kill() {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
-
-/* ------------------------------------------------------------------------------------
- * Browser helpers
- * ---------------------------------------------------------------------------------- */
 
 let hub;
 let authHub; // started by the scenario that needs it
@@ -119,17 +40,8 @@ before(async () => {
     authHub?.child?.kill('SIGKILL');
   });
   await hub.start();
-  try {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM_BIN,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        // A page served by the test (WXHUB_PAGE) counts as public: let it reach the local hub.
-        ...(PAGE_FILE ? ['--disable-features=LocalNetworkAccessChecks'] : [])],
-    });
-  } catch (e) {
-    throw new Error(`cannot start Chromium at ${CHROMIUM_BIN} (apt-get install -y chromium, or set CHROMIUM_BIN)`, { cause: e });
-  }
+  // A page served by the test (WXHUB_PAGE) counts as public: let it reach the local hub.
+  browser = await launchChromium(PAGE_FILE ? ['--disable-features=LocalNetworkAccessChecks'] : []);
 });
 
 after(async () => {
@@ -164,83 +76,6 @@ async function openDemo(label, viewport = DESKTOP, query = '', server = hub, set
   return page;
 }
 
-/** Lets a test see what the page sends and wait for what the hub sends it. */
-function watchEvents(page) {
-  page.eventWaiters = new Set();
-  page.sent = [];
-  page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => page.sent.push(JSON.parse(payload))));
-  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
-    let event;
-    try { event = JSON.parse(payload); } catch { return; }
-    for (const waiter of page.eventWaiters) waiter.offer(event);
-  }));
-}
-
-/** The `count`-th hub event to `page` from now on that `match`es (all of them, in order). */
-function nextEvents(page, match, count, timeout = WAIT) {
-  return new Promise((resolve, reject) => {
-    const seen = [];
-    const waiter = {
-      offer: (event) => {
-        if (!match(event)) return;
-        seen.push(event);
-        if (seen.length < count) return;
-        page.eventWaiters.delete(waiter);
-        clearTimeout(timer);
-        resolve(seen);
-      },
-    };
-    const timer = setTimeout(() => {
-      page.eventWaiters.delete(waiter);
-      reject(new Error(`${page.label}: ${seen.length} of ${count} matching hub events in ${timeout} ms`));
-    }, timeout);
-    page.eventWaiters.add(waiter);
-  });
-}
-
-/** The next hub event to `page` that `match`es. */
-const nextEvent = (page, match, timeout = WAIT) => nextEvents(page, match, 1, timeout).then((events) => events[0]);
-
-const waitState = (page, state, timeout = WAIT) =>
-  page.waitForSelector(`#status[data-state="${state}"]`, { state: 'attached', timeout });
-
-async function join(page, name) {
-  await page.fill('#name-input', name);
-  await page.click('#join-btn');
-  await page.waitForSelector('#me:not([hidden])', { timeout: WAIT });
-  assert.equal(await page.textContent('#me-name'), name);
-  // The first users reply follows the lobby subscription: once we are listed, presence
-  // events of later arrivals will reach this page.
-  await page.waitForSelector(`#users li[data-user="${name}"]`, { state: 'attached', timeout: WAIT });
-}
-
-/** Waits until the online list shows exactly `names` (sorted, as the hub sends them). */
-async function waitUsers(page, names) {
-  try {
-    await page.waitForFunction(
-      (want) => JSON.stringify([...document.querySelectorAll('#users li')].map((li) => li.dataset.user)) === want,
-      JSON.stringify(names), { timeout: WAIT });
-  } catch (e) {
-    const shown = await page.$$eval('#users li', (lis) => lis.map((li) => li.dataset.user));
-    throw new Error(`${page.label}: online list ${JSON.stringify(shown)}, expected ${JSON.stringify(names)}`, { cause: e });
-  }
-}
-
-async function send(page, mode, target, text) {
-  await page.selectOption('#send-mode', mode);
-  if (mode !== 'broadcast') await page.fill('#send-to', target);
-  await page.fill('#send-text', text);
-  await page.click('#send-btn');
-}
-
-/** The log entry of a received message. */
-const received = (page, kind, from, text) =>
-  page.locator(`#log li[data-dir="in"][data-kind="${kind}"][data-from="${from}"]`, { hasText: text });
-
-/** The delivery status of our own message. */
-const delivery = (page, text) =>
-  page.locator('#log li[data-dir="out"]', { hasText: text }).locator('.delivery');
-
 /** An HS256 join token, as an application's server would sign it (see src/auth.rs). */
 function joinToken(secret, name, ttlSeconds = 600) {
   const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
@@ -254,8 +89,6 @@ const chart = (page) => page.$eval('#chart', (c) => ({
   lastTs: Number(c.dataset.lastTs),
   pixels: c.toDataURL(),
 }));
-
-const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 
 /** Runs a scenario; on failure, saves what each page showed and prints the hub's log. */
 function scenario(name, fn) {
@@ -668,12 +501,6 @@ function relay() {
     for (const send of held.splice(0)) send();
   };
   return { links, held, setup, last, cut, hold, release };
-}
-
-async function subscribe(page, group) {
-  await page.fill('#group-input', group);
-  await page.click('#subscribe-btn');
-  await page.waitForSelector(`#groups li[data-group="${group}"][data-state="subscribed"]`, { timeout: WAIT });
 }
 
 /** The texts of the group messages of `group` the log shows, top to bottom. */
