@@ -156,9 +156,12 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// The id this process publishes under: its node name and a random suffix, so that two
-    /// nodes given the same name (a copied configuration) still hear each other.
+    /// nodes given the same name (a copied configuration) still hear each other. One per
+    /// process: routing, presence and the ticker's election name the node alike.
     pub fn node_id(&self) -> Arc<str> {
-        format!("{}/{}", self.node_name, crate::history::new_epoch()).into()
+        static SUFFIX: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        let suffix = SUFFIX.get_or_init(crate::history::new_epoch);
+        format!("{}/{suffix}", self.node_name).into()
     }
 }
 
@@ -428,7 +431,8 @@ mod tests {
             probe: std::time::Duration::from_secs(30),
         };
         let (a, b) = (config.node_id(), config.node_id());
-        assert!(a.starts_with("n:1/") && a != b, "{a} {b}");
+        assert!(a.starts_with("n:1/") && a.len() == "n:1/".len() + 8, "{a}");
+        assert_eq!(a, b, "one id per process");
     }
 }
 

@@ -114,6 +114,7 @@ test('two pages on two nodes of a cluster chat: group and direct messages both w
     for (const [page, texts] of [[alice, ['hello from node 1', 'psst, bob']], [bob, ['hello from node 3', 'psst, alice']]]) {
       for (const text of texts) {
         await delivery(page, text).and(page.locator('[data-status="delivered"]')).waitFor({ timeout: WAIT });
+        await delivery(page, text).filter({ hasText: 'and to the other nodes' }).waitFor({ timeout: WAIT });
       }
       for (const text of ['hello from node 1', 'hello from node 3', 'psst, bob', 'psst, alice']) {
         assert.equal(await page.locator('#log li', { hasText: text }).count(), 1, `${page.label} shows ${text} once`);
