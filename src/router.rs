@@ -66,6 +66,9 @@ enum Pending {
         request: Option<RequestId>,
         members: usize,
         since: bool,
+        /// Already a member (a subscribe again, e.g. for presence): it was getting the
+        /// live messages all along, so none held for it is covered by the read.
+        was_member: bool,
     },
     History {
         request: Option<RequestId>,
@@ -483,8 +486,17 @@ impl Router {
             ));
         }
         let streamed = !policy.feed;
+        let was_member = self.pool.group(group).is_some_and(|m| m.has(id));
         let (change, members) = self.add_member(id, group, presence)?;
         if streamed && self.broker.is_some() {
+            let mut outcome = Outcome {
+                members,
+                ..Outcome::default()
+            };
+            // The node's interest first: the read must come after its SUBSCRIBE, or what
+            // is published between the two would never reach this node. (Nothing is
+            // queued for this session here: presence comes back from the cluster.)
+            self.after_subscribe(id, change, &mut outcome);
             // The stream is in Redis: `subscribed` (after the replay) when it answers.
             self.read_stream(
                 id,
@@ -495,13 +507,9 @@ impl Router {
                     request: request.cloned(),
                     members,
                     since: since.is_some(),
+                    was_member,
                 },
             );
-            let mut outcome = Outcome {
-                members,
-                ..Outcome::default()
-            };
-            self.after_subscribe(id, change, &mut outcome);
             return Ok(self.finish(outcome));
         }
         // The replay is queued first, then `subscribed`, then what is live: one thread
@@ -1528,6 +1536,7 @@ impl Router {
                 request,
                 members,
                 since,
+                ..
             } => {
                 let recovered = replay(*since, &mut frames);
                 let Route::Group(group) = &route else {
@@ -1564,7 +1573,14 @@ impl Router {
             }
         }
         let covers = match (&reply, position) {
-            (Pending::History { .. }, _) | (_, None) => None,
+            (Pending::History { .. }, _)
+            | (
+                Pending::Subscribed {
+                    was_member: true, ..
+                },
+                _,
+            )
+            | (_, None) => None,
             (_, Some(p)) => Some((route.as_deref(), p.offset)),
         };
         let out = self.holds.answer(session, ticket, frames, covers);

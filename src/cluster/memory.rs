@@ -26,6 +26,9 @@ pub struct Record {
     pub reads: Vec<Read>,
     /// Whether it says Redis is down.
     pub down: bool,
+    /// Interest changes and reads, in the order asked: `+channel`, `-channel`,
+    /// `read channel` (a read must follow the interest it depends on).
+    pub order: Vec<String>,
 }
 
 /// A [`Broker`] that records; clones share one [`Record`].
@@ -66,6 +69,8 @@ impl Broker for MemoryBroker {
         };
         // The router promises first and last only: a repeat is its bug.
         debug_assert!(changed, "interest in {channel} set to {wanted} twice");
+        let sign = if wanted { '+' } else { '-' };
+        record.order.push(format!("{sign}{channel}"));
         record.changes.push((channel, wanted));
     }
 
@@ -83,7 +88,10 @@ impl Broker for MemoryBroker {
     }
 
     fn read(&mut self, read: Read) {
-        self.record().reads.push(read);
+        let channel = self.channels.name(read.route.as_deref());
+        let mut record = self.record();
+        record.order.push(format!("read {channel}"));
+        record.reads.push(read);
     }
 
     fn up(&self) -> bool {

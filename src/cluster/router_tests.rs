@@ -409,3 +409,45 @@ fn messages_from_other_nodes_reach_local_sessions_only_on_their_route() {
         (1, 1, 2)
     );
 }
+
+#[test]
+fn a_read_follows_the_subscription_it_depends_on() {
+    let mut n = Node::new();
+    n.joined(1, "alice");
+    n.broker.record().order.clear();
+    n.router.subscribe(1, "room", false, None, None).unwrap();
+    assert_eq!(n.broker.record().order, ["+wx:g:room", "read wx:g:room"]);
+    n.pump();
+    // A join: the user's channel, then the read of its stream.
+    let outbox = Arc::new(Outbox::new(1 << 20));
+    n.router.connect(2, outbox.clone());
+    n.boxes.push((2, outbox));
+    n.broker.record().order.clear();
+    n.router
+        .join(2, "bob", Grant::all(), false, None, None)
+        .unwrap();
+    assert_eq!(n.broker.record().order, ["+wx:u:bob", "read wx:u:bob"]);
+}
+
+#[test]
+fn a_member_subscribing_again_loses_nothing_that_arrives_meanwhile() {
+    let mut n = Node::new();
+    n.joined(1, "alice");
+    n.joined(2, "bob");
+    n.router.subscribe(2, "room", false, None, None).unwrap();
+    n.pump();
+    n.events(2);
+    // bob asks again (say, for presence); #1 is numbered and handed back before Redis
+    // answers his read, which sees it (top 1): he still gets it, after the reply.
+    n.router.subscribe(2, "room", true, None, None).unwrap();
+    n.router
+        .publish(&Sender::Session(1), "room", post(json!("one")))
+        .unwrap();
+    n.echo();
+    n.pump();
+    let got = n.events(2);
+    let kinds: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["subscribed", "message"], "{got:?}");
+    assert_eq!(got[0]["offset"], 1);
+    assert_eq!(got[1]["body"], "one");
+}
