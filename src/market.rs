@@ -137,6 +137,8 @@ pub enum InvalidState {
     OtherSymbols,
     #[error("{0}: {1}")]
     Symbol(String, &'static str),
+    #[error("its time is more than a day ahead of this node's clock")]
+    Future,
 }
 
 /// Largest log-drift per tick and volatility a state may carry (the model draws them
@@ -251,6 +253,11 @@ impl Model {
     /// state must list this model's symbols in its order, with the same opens, and
     /// prices that this model could have reached; otherwise nothing changes.
     pub fn restore(&mut self, state: &MarketState) -> Result<(), InvalidState> {
+        // A far-future time would freeze the market's clock (each tick goes one ms past
+        // the last) or overflow it.
+        if state.ts > crate::protocol::now_ms().saturating_add(86_400_000) {
+            return Err(InvalidState::Future);
+        }
         if state.symbols.len() != self.quotes.len()
             || state
                 .symbols
@@ -543,7 +550,8 @@ mod tests {
         }
         let good = leader.state();
         type Breaks = fn(&mut MarketState);
-        let broken: [(&str, Breaks); 11] = [
+        let broken: [(&str, Breaks); 12] = [
+            ("the end of time", |s| s.ts = u64::MAX),
             ("fewer symbols", |s| {
                 s.symbols.pop();
             }),
