@@ -115,6 +115,9 @@ pub struct Read {
     pub ask: Ask,
     /// Messages older than this are no longer held.
     pub ttl_ms: u64,
+    /// Most bytes of messages the answer may carry: a recovery past it is not recovered,
+    /// a `latest` keeps the newest that fit.
+    pub max_bytes: usize,
 }
 
 /// What a [`Read`] wants besides the position.

@@ -1085,6 +1085,7 @@ impl Router {
                 route: Route::Group(group.into()),
                 ask: Ask::Latest(limit),
                 ttl_ms: policy.history.ttl_ms(),
+                max_bytes: self.recall.max_replay_bytes,
             });
             return Later::Soon(rx);
         }
@@ -1242,6 +1243,7 @@ impl Router {
                 route: Route::Group(group.into()),
                 ask: Ask::Latest(limit),
                 ttl_ms: policy.history.ttl_ms(),
+                max_bytes: self.recall.max_replay_bytes,
             });
             return Ok(Outcome::default());
         }
@@ -1460,6 +1462,7 @@ impl Router {
                 None => Ask::Position,
             },
             ttl_ms,
+            max_bytes: self.recall.max_replay_bytes,
         });
     }
 

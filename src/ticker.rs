@@ -251,7 +251,8 @@ impl Ticker {
         }
         // Time only moves on, across leaders too (their clocks may disagree a little):
         // `history` pages by it.
-        self.model.step(now_ms().max(self.model.ts().saturating_add(1)));
+        self.model
+            .step(now_ms().max(self.model.ts().saturating_add(1)));
         self.publish_local();
         if let Some(cluster) = &mut self.cluster {
             // What it kept so far is the cluster's market now, its opening included.

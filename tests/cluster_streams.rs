@@ -60,11 +60,22 @@ impl Redis {
     }
 
     async fn read(&mut self, group: &str, ask: Ask, ttl: Duration) -> Answer {
+        self.read_within(group, ask, ttl, 1 << 20).await
+    }
+
+    async fn read_within(
+        &mut self,
+        group: &str,
+        ask: Ask,
+        ttl: Duration,
+        max_bytes: usize,
+    ) -> Answer {
         let read = Read {
             ticket: 1,
             route: Route::Group(group.into()),
             ask,
             ttl_ms: ttl.as_millis() as u64,
+            max_bytes,
         };
         let cmd = streams::read_cmd(&streams::sha(READ_SCRIPT), &self.keys, &read).unwrap();
         let value: redis::Value = cmd.query_async(&mut self.conn).await.unwrap();
@@ -89,6 +100,13 @@ async fn offsets_count_without_gaps_and_a_read_returns_exactly_what_came_after()
     let mut r = Redis::start().await;
     let start = r.read("g", Ask::Position, MINUTE).await;
     assert_eq!((start.position.offset, start.recovered), (0, None));
+    // A read of a stream nobody wrote to leaves its position for the stream's ttl only.
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("t:m:g:g")
+        .query_async(&mut r.conn)
+        .await
+        .unwrap();
+    assert!((1..=60_000).contains(&pttl), "{pttl}");
     for n in 1..=5 {
         assert_eq!(r.publish("g", n * 10, 3, MINUTE).await, n);
     }
@@ -136,9 +154,25 @@ async fn offsets_count_without_gaps_and_a_read_returns_exactly_what_came_after()
     // The newest two, oldest first.
     let a = r.read("g", Ask::Latest(2), MINUTE).await;
     assert_eq!(bodies(&a.frames), [(4, 40), (5, 50)]);
-    assert_eq!(a.position, Position { epoch, offset: 5 });
+    assert_eq!(
+        a.position,
+        Position {
+            epoch: epoch.clone(),
+            offset: 5
+        }
+    );
     // Another group has its own stream.
     assert_eq!(r.publish("h", 1, 3, MINUTE).await, 1);
+    // A byte budget: one frame here is 51 bytes. Two fit in 110: a recovery of three is
+    // refused rather than cut, the newest two are what a reload gets.
+    let frame_len = r.read("g", Ask::Latest(1), MINUTE).await.frames[0].len();
+    assert_eq!(frame_len, 51);
+    let a = r.read_within("g", since(2), MINUTE, 110).await;
+    assert_eq!((a.recovered, a.frames.len()), (Some(false), 0));
+    let a = r.read_within("g", since(3), MINUTE, 110).await;
+    assert_eq!(bodies(&a.frames), [(4, 40), (5, 50)], "two fit");
+    let a = r.read_within("g", Ask::Latest(3), MINUTE, 110).await;
+    assert_eq!(bodies(&a.frames), [(4, 40), (5, 50)]);
 }
 
 #[tokio::test]
@@ -218,6 +252,7 @@ async fn a_stream_entry_that_is_no_frame_fails_the_read_instead_of_reaching_a_cl
         route: Route::Group("g".into()),
         ask: Ask::Latest(10),
         ttl_ms: 60_000,
+        max_bytes: 1 << 20,
     };
     let cmd = streams::read_cmd(&streams::sha(READ_SCRIPT), &r.keys, &read).unwrap();
     let value: redis::Value = cmd.query_async(&mut r.conn).await.unwrap();

@@ -53,6 +53,9 @@ pub const MAX_QUEUED: usize = 65_536;
 /// Most `PUBLISH`es in one pipeline.
 const PUBLISH_BATCH: usize = 256;
 
+/// Most stream reads in one pipeline.
+const READ_BATCH: usize = 256;
+
 /// Most channels in one `SUBSCRIBE` or `UNSUBSCRIBE`.
 const SUBSCRIBE_BATCH: usize = 512;
 
@@ -700,8 +703,22 @@ struct Reader {
 }
 
 impl Reader {
-    /// One pipeline of reads; an answer (or why not) per read.
+    /// The reads, a pipeline of at most [`READ_BATCH`] at a time (each under its own
+    /// timeout, so that a storm of reconnecting clients is not all-or-nothing); an answer
+    /// (or why not) per read.
     async fn read(&mut self, reads: &[Read]) -> redis::RedisResult<Vec<Result<Answer, String>>> {
+        let mut answers = Vec::with_capacity(reads.len());
+        for chunk in reads.chunks(READ_BATCH) {
+            answers.extend(self.read_chunk(chunk).await?);
+        }
+        Ok(answers)
+    }
+
+    /// One pipeline of reads.
+    async fn read_chunk(
+        &mut self,
+        reads: &[Read],
+    ) -> redis::RedisResult<Vec<Result<Answer, String>>> {
         if self.conn.is_none() {
             self.conn = Some(
                 ConnectionManager::new_with_config(self.client.clone(), reader_config()).await?,
@@ -721,7 +738,8 @@ impl Reader {
                     None => pipe.cmd("ECHO").arg("no stream"),
                 };
             }
-            let results: Vec<redis::RedisResult<redis::Value>> = match pipe.query_async(conn).await {
+            let results: Vec<redis::RedisResult<redis::Value>> = match pipe.query_async(conn).await
+            {
                 // A connection broken under it (Redis restarted): once more, anew.
                 Err(e) if e.is_connection_dropped() && !retried => {
                     retried = true;

@@ -24,8 +24,9 @@ use bytestring::ByteString;
 use super::{checked_frame, Answer, Ask, Channels, Read, Route};
 use crate::history::{new_epoch, Position};
 
-/// How long a stream's epoch and offset outlive its last message or read.
-pub const META_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long a stream's epoch and offset outlive its last message or read (a stream that
+/// never had a message: its ttl, so that reads of names nobody writes to leave nothing).
+pub const META_TTL_MS: u64 = 3600 * 1000;
 
 /// KEYS: meta, stream. ARGV: channel, head, tail, keep (messages), ttl ms, a fresh
 /// epoch, meta ttl ms. Returns the offset.
@@ -50,8 +51,9 @@ return offset
 "#;
 
 /// KEYS: meta, stream. ARGV: a fresh epoch, meta ttl ms, what (`p` position, `s`
-/// since, `l` latest), since epoch, since offset, max/limit, ttl ms.
+/// since, `l` latest), since epoch, since offset, max/limit, ttl ms, max bytes.
 /// Returns {epoch, top, status, frames...}: status 1 recovered, 0 not, -1 not asked.
+/// `since` is not recovered past the byte budget; `latest` stops at it (newest kept).
 pub const READ_SCRIPT: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -59,8 +61,13 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
+if top > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+end
+local budget = tonumber(ARGV[8])
 local now = redis.call('TIME')
 local oldest = now[1] * 1000 + math.floor(now[2] / 1000) - tonumber(ARGV[7])
 local out = {epoch, top, -1}
@@ -80,19 +87,26 @@ if ARGV[3] == 's' then
   end
   for i, e in ipairs(entries) do
     local id, fields = e[1], e[2]
-    if id ~= (since + i) .. '-0' or tonumber(fields[2]) < oldest then
-      return out
+    budget = budget - #fields[4]
+    if id ~= (since + i) .. '-0' or tonumber(fields[2]) < oldest or budget < 0 then
+      return {epoch, top, 0}
     end
     out[#out + 1] = fields[4]
   end
   out[3] = 1
 elseif ARGV[3] == 'l' then
   local entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', tonumber(ARGV[6]))
-  for i = #entries, 1, -1 do
+  local keep = 0
+  for i = 1, #entries do
     local fields = entries[i][2]
-    if tonumber(fields[2]) >= oldest then
-      out[#out + 1] = fields[4]
+    budget = budget - #fields[4]
+    if tonumber(fields[2]) < oldest or budget < 0 then
+      break
     end
+    keep = i
+  end
+  for i = keep, 1, -1 do
+    out[#out + 1] = entries[i][2][4]
   end
 end
 return out
@@ -170,7 +184,8 @@ pub fn read_cmd(sha: &str, keys: &Keys, read: &Read) -> Option<redis::Cmd> {
         .arg(epoch)
         .arg(offset)
         .arg(n)
-        .arg(read.ttl_ms.max(1));
+        .arg(read.ttl_ms.max(1))
+        .arg(read.max_bytes);
     Some(cmd)
 }
 
