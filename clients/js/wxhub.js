@@ -548,8 +548,20 @@
       if (msg.kind === 'group') pos = this.groupPos.get(msg.group);
       else if (msg.kind === 'direct' && this.userPos && msg.to === this.userPos.name) pos = this.userPos;
       if (!pos) return false;
-      if (msg.offset <= pos.offset) return true;
+      // Another epoch (a cluster's Redis lost the stream and began again), or an offset
+      // past the next one (messages this connection never got): something was lost.
+      // Adopt where the stream is and tell the app, which reloads.
+      const reset = typeof msg.epoch === 'string' && msg.epoch !== pos.epoch;
+      if (!reset && msg.offset <= pos.offset) return true;
+      const gap = !reset && msg.offset > pos.offset + 1;
+      if (typeof msg.epoch === 'string') pos.epoch = msg.epoch;
       pos.offset = msg.offset;
+      if (reset || gap) {
+        const event = { recovered: false, epoch: pos.epoch, offset: pos.offset };
+        if (msg.kind === 'group') event.group = msg.group;
+        else event.user = msg.to;
+        this.emit('recovery', event);
+      }
       return false;
     }
 

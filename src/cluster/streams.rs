@@ -38,7 +38,9 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
-local frame = ARGV[2] .. offset .. ARGV[3]
+-- The epoch goes with every message: a client whose stream Redis lost and started again
+-- sees it change, rather than offsets it takes for copies.
+local frame = ARGV[2] .. offset .. ',"epoch":"' .. (epoch or ARGV[6]) .. '"' .. ARGV[3]
 local keep = tonumber(ARGV[4])
 if keep > 0 then
   local now = redis.call('TIME')

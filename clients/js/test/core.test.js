@@ -642,6 +642,33 @@ test('positions: every resubscribe and rejoin asks to recover from the last offs
   assert.deepEqual(client.positions(), { user: null, groups: {} });
 });
 
+test('a message past the next offset, or of another epoch, is a loss: the app is told, the position moves on', async () => {
+  const { client, transport } = setup();
+  const recoveries = [];
+  client.on('recovery', (r) => recoveries.push([r.group || r.user, r.recovered, r.epoch, r.offset]));
+  const got = [];
+  client.on('message', (m) => got.push(m.body));
+  client.join('bob');
+  client.subscribe('room');
+  client.connect();
+  const s = transport.current;
+  s.accept();
+  s.say({ type: 'joined', id: 1, name: 'bob', session: 1, epoch: 'u1', offset: 0 });
+  s.say({ type: 'subscribed', id: 2, group: 'room', members: 1, epoch: 'g1', offset: 3 });
+  const m = (offset, body, epoch) => s.say(Object.assign({ type: 'message', kind: 'group', from: 'a', group: 'room', offset, body, ts: 1 }, epoch ? { epoch } : {}));
+  m(4, 'four', 'g1');
+  m(7, 'seven'); // 5 and 6 never came
+  m(7, 'seven again');
+  m(1, 'one of a new epoch', 'g2'); // Redis lost the stream: not a copy
+  m(2, 'two', 'g2');
+  assert.deepEqual(got, ['four', 'seven', 'one of a new epoch', 'two']);
+  assert.deepEqual(recoveries, [
+    ['room', false, 'g1', 7],
+    ['room', false, 'g2', 1],
+  ]);
+  assert.deepEqual(client.positions().groups.room, { epoch: 'g2', offset: 2 });
+});
+
 test('positions survive an app restart through positions() and the `positions` option; unsubscribe forgets one', async () => {
   const saved = { user: { name: 'bob', epoch: 'u1', offset: 7 }, groups: { room: { epoch: 'g1', offset: 9 }, bad: { epoch: 3 } } };
   const { client, transport } = setup({ positions: saved });
