@@ -163,15 +163,22 @@ async fn offsets_count_without_gaps_and_a_read_returns_exactly_what_came_after()
     );
     // Another group has its own stream.
     assert_eq!(r.publish("h", 1, 3, MINUTE).await, 1);
-    // A byte budget: one frame here is 51 bytes. Two fit in 110: a recovery of three is
+    // A byte budget: one frame here is 70 bytes. Two fit in 150: a recovery of three is
     // refused rather than cut, the newest two are what a reload gets.
-    let frame_len = r.read("g", Ask::Latest(1), MINUTE).await.frames[0].len();
-    assert_eq!(frame_len, 51);
-    let a = r.read_within("g", since(2), MINUTE, 110).await;
+    let newest = r.read("g", Ask::Latest(1), MINUTE).await;
+    let frame: serde_json::Value = serde_json::from_str(&newest.frames[0]).unwrap();
+    assert_eq!(
+        frame["epoch"].as_str(),
+        Some(&*newest.position.epoch),
+        "{frame}"
+    );
+    let frame_len = newest.frames[0].len();
+    assert_eq!(frame_len, 70);
+    let a = r.read_within("g", since(2), MINUTE, 150).await;
     assert_eq!((a.recovered, a.frames.len()), (Some(false), 0));
-    let a = r.read_within("g", since(3), MINUTE, 110).await;
+    let a = r.read_within("g", since(3), MINUTE, 150).await;
     assert_eq!(bodies(&a.frames), [(4, 40), (5, 50)], "two fit");
-    let a = r.read_within("g", Ask::Latest(3), MINUTE, 110).await;
+    let a = r.read_within("g", Ask::Latest(3), MINUTE, 150).await;
     assert_eq!(bodies(&a.frames), [(4, 40), (5, 50)]);
 }
 
