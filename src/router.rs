@@ -1542,8 +1542,10 @@ impl Router {
                 ..
             } => {
                 let recovered = replay(*since, &mut frames);
-                let Route::Group(group) = &route else {
-                    return Outcome::default();
+                // Always a group's (see `subscribe`); whatever it is, the hold must end.
+                let group = match &route {
+                    Route::Group(g) | Route::User(g) => &**g,
+                    Route::Everyone => "",
                 };
                 frames.push(encode(&Event::Subscribed {
                     id: request.as_ref(),
@@ -1552,10 +1554,11 @@ impl Router {
                     stream: stream(recovered),
                 }));
             }
-            Pending::Api(_) => return Outcome::default(),
+            Pending::Api(_) => {} // answered above
             Pending::History { request } => {
-                let Route::Group(group) = &route else {
-                    return Outcome::default();
+                let group = match &route {
+                    Route::Group(g) | Route::User(g) => &**g,
+                    Route::Everyone => "",
                 };
                 frames.push(match &answer {
                     Ok(a) => {
