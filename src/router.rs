@@ -1307,31 +1307,38 @@ impl Router {
         frame: &ByteString,
         offset: Option<u64>,
     ) -> Outcome {
-        let delivered = self.deliver_tagged(route, frame, None, offset);
-        let outcome = self.finish(Outcome {
-            delivered,
-            ..Outcome::default()
-        });
-        self.tally(route, outcome.delivered);
-        outcome
+        self.deliver_counted(route, frame, None, offset)
     }
 
-    /// A message without an offset (broadcast; anything in cluster mode): delivered to
-    /// this node's sessions on `route`, handed to the other nodes, counted.
+    /// A message without an offset (a broadcast, the server's message to a market
+    /// group): delivered to this node's sessions on `route`, handed to the other nodes,
+    /// counted.
     fn route_unnumbered(
         &mut self,
         route: Route<&str>,
         frame: &ByteString,
         sender: Option<SessionId>,
     ) -> Outcome {
-        let delivered = self.deliver_local(route, frame, sender);
-        let cluster = self.tell_cluster(route, frame);
+        let mut outcome = self.deliver_counted(route, frame, sender, None);
+        outcome.cluster = self.tell_cluster(route, frame);
+        self.messages_in += 1;
+        outcome
+    }
+
+    /// Delivers to this node's sessions on `route`, removes those that refused, and
+    /// counts the deliveries by kind.
+    fn deliver_counted(
+        &mut self,
+        route: Route<&str>,
+        frame: &ByteString,
+        sender: Option<SessionId>,
+        offset: Option<u64>,
+    ) -> Outcome {
+        let delivered = self.deliver_tagged(route, frame, sender, offset);
         let outcome = self.finish(Outcome {
             delivered,
-            cluster,
             ..Outcome::default()
         });
-        self.messages_in += 1;
         self.tally(route, outcome.delivered);
         outcome
     }
@@ -1404,14 +1411,7 @@ impl Router {
         };
         self.messages_in += 1;
         if !handed {
-            let frame = template.unnumbered();
-            let delivered = self.deliver_local(route, &frame, sender);
-            let outcome = self.finish(Outcome {
-                delivered,
-                ..Outcome::default()
-            });
-            self.tally(route, outcome.delivered);
-            return outcome;
+            return self.deliver_counted(route, &template.unnumbered(), sender, None);
         }
         // Counted as delivered when Redis hands it back (`deliver_remote`).
         let sender_here = |id: SessionId| Some(id) == sender;

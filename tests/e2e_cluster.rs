@@ -317,7 +317,7 @@ async fn a_node_subscribes_only_to_what_its_sessions_need() {
 }
 
 #[tokio::test]
-async fn malformed_messages_on_redis_are_dropped_and_recovery_says_not_recovered() {
+async fn malformed_messages_on_redis_are_dropped_and_a_foreign_position_is_not_recovered() {
     let redis = RedisServer::start();
     let mut a = Node::start(&redis, "a");
     let mut a1 = a.joined("a1", &["room"]).await;
